@@ -1,0 +1,74 @@
+"""Shared test configuration: CPU only, strict rank promotion, tiny fixtures."""
+
+import os
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import chex  # noqa: E402
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import pytest  # noqa: E402
+
+jax.config.update("jax_numpy_rank_promotion", "raise")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skips tests marked ``gpu`` when no accelerator is present."""
+    if jax.default_backend() != "cpu":
+        return
+    skip = pytest.mark.skip(reason="needs a GPU or TPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def key():
+    return jax.random.key(0)
+
+
+@pytest.fixture
+def tiny_params():
+    """Two dense layers: kernels (4, 3) and (3, 2), plus biases."""
+    k1, k2 = jax.random.split(jax.random.key(42))
+    return {
+        "Dense_0": {
+            "kernel": jax.random.normal(k1, (4, 3)),
+            "bias": jnp.zeros((3,)),
+        },
+        "Dense_1": {
+            "kernel": jax.random.normal(k2, (3, 2)),
+            "bias": jnp.zeros((2,)),
+        },
+    }
+
+
+@pytest.fixture
+def tiny_apply_fn():
+    def apply_fn(params, x):
+        x = x.reshape(x.shape[0], -1)
+        h = jax.nn.relu(x @ params["Dense_0"]["kernel"] + params["Dense_0"]["bias"])
+        return h @ params["Dense_1"]["kernel"] + params["Dense_1"]["bias"]
+
+    return apply_fn
+
+
+@pytest.fixture
+def tiny_batch():
+    k1, k2 = jax.random.split(jax.random.key(7))
+    return {
+        "image": jax.random.normal(k1, (8, 2, 2, 1)),
+        "label": jax.random.randint(k2, (8,), 0, 2),
+    }
+
+
+def assert_trees_all_close(actual, expected, rtol=1e-6, atol=0.0):
+    """Same structure and leaves equal to tolerance."""
+    chex.assert_trees_all_equal_structs(actual, expected)
+    chex.assert_trees_all_close(actual, expected, rtol=rtol, atol=atol)
+
+
+def assert_trees_all_equal(actual, expected):
+    """Same structure and bitwise-equal leaves."""
+    chex.assert_trees_all_equal_structs(actual, expected)
+    chex.assert_trees_all_equal(actual, expected)
