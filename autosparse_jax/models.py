@@ -1,0 +1,424 @@
+"""Flax Linen models used by the pruning experiments, and helpers to apply them.
+
+Every model maps float32 images ``x [B, H, W, C]`` (NHWC) to logits
+``[B, num_classes]`` through ``__call__(x, *, train=False)``. Models without
+BatchNorm accept and ignore ``train``. The final classifier is always the
+``nn.Dense`` named ``"head"``, which ``masks`` uses to find the output layer.
+BatchNorm statistics live in the ``batch_stats`` collection (model state), never
+in ``params``.
+
+Initialisation follows the PyTorch code bases the AutoSparse authors build on
+(SynFlow / open_lth): conv and dense kernels are He-normal
+(``kaiming_normal_``: variance ``2 / fan_in``, ``2 / fan_out`` for the ResNet
+convolutions), biases are zero, BatchNorm scale is one and offset zero.
+
+Example:
+    >>> model = models.get_model("resnet20", num_classes=10)
+    >>> params, state = models.init_params(key, model, (32, 32, 3))
+    >>> apply_fn = models.make_apply_fn(model, state)
+    >>> logits = apply_fn(params, images)  # [B, 10]
+"""
+
+import functools
+import math
+import numbers
+import types
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import flax.errors
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from autosparse_jax.types import ApplyFn, ModelState, Params, PRNGKey
+
+_FAN_IN_INIT = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
+_FAN_OUT_INIT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+_BatchNorm = functools.partial(nn.BatchNorm, momentum=0.9, epsilon=1e-5)
+_Dense = functools.partial(nn.Dense, kernel_init=_FAN_IN_INIT)
+
+
+def _check_images(x: jax.Array, model_name: str) -> None:
+    """Raises ValueError unless ``x`` is a batch of NHWC images."""
+    if x.ndim != 4:
+        raise ValueError(
+            f"{model_name} expects images of shape [B, H, W, C] (NHWC), got shape "
+            f"{x.shape}; add a batch axis with x[None] for a single image."
+        )
+
+
+def _flatten(x: jax.Array) -> jax.Array:
+    """``[B, ...] -> [B, prod(...)]``."""
+    return x.reshape((x.shape[0], -1))
+
+
+class MLP(nn.Module):
+    """Fully connected ReLU network on flattened images.
+
+    Attributes:
+        num_classes: Number of logits.
+        hidden_sizes: Width of each hidden ``Dense`` layer, input to output.
+    """
+
+    num_classes: int = 10
+    hidden_sizes: Sequence[int] = (300, 100)
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+        """Maps ``x [B, H, W, C]`` to logits ``[B, num_classes]``; ignores train."""
+        del train
+        _check_images(x, "MLP")
+        x = _flatten(x)
+        for width in self.hidden_sizes:
+            x = nn.relu(_Dense(width)(x))
+        return _Dense(self.num_classes, name="head")(x)
+
+
+LeNet300_100 = functools.partial(MLP, hidden_sizes=(300, 100))
+"""LeNet-300-100 (LeCun et al. 1998): 266,610 params on 28x28x1 with 10 classes."""
+
+
+class LeNet5(nn.Module):
+    """LeNet-5 with ReLU and max pooling, for 28x28x1 and 32x32x3 inputs.
+
+    conv 6@5x5 'SAME' -> relu -> maxpool 2 -> conv 16@5x5 'VALID' -> relu ->
+    maxpool 2 -> flatten -> Dense 120 -> relu -> Dense 84 -> relu -> head.
+    The 'SAME' first convolution makes 28x28 MNIST reach the classic 5x5x16 = 400
+    features (61,706 params with 10 classes); 32x32x3 CIFAR gives 6x6x16 = 576.
+
+    Attributes:
+        num_classes: Number of logits.
+    """
+
+    num_classes: int = 10
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+        """Maps ``x [B, H, W, C]`` to logits ``[B, num_classes]``; ignores train."""
+        del train
+        _check_images(x, "LeNet5")
+        for features, padding in ((6, "SAME"), (16, "VALID")):
+            x = nn.Conv(features, (5, 5), padding=padding, kernel_init=_FAN_IN_INIT)(x)
+            x = nn.max_pool(nn.relu(x), (2, 2), strides=(2, 2))
+        x = _flatten(x)
+        for width in (120, 84):
+            x = nn.relu(_Dense(width)(x))
+        return _Dense(self.num_classes, name="head")(x)
+
+
+class ConvNet(nn.Module):
+    """Conv-2/4/6 of the lottery-ticket paper (Frankle & Carbin 2019, CIFAR-10).
+
+    ``num_blocks`` blocks of two 3x3 'SAME' ReLU convolutions and a 2x2 max pool,
+    with widths 64, 128, 256; then flatten -> Dense 256 -> Dense 256 -> head.
+    No BatchNorm. Params on 32x32x3 with 10 classes: Conv-2 4,301,642,
+    Conv-4 2,425,930, Conv-6 2,262,602 (the paper's table rounds the first two
+    to 4.3M and 2.4M but lists 1.7M for Conv-6, which the architecture it
+    describes does not give).
+
+    Attributes:
+        num_classes: Number of logits.
+        num_blocks: 1 (Conv-2), 2 (Conv-4) or 3 (Conv-6).
+    """
+
+    num_classes: int = 10
+    num_blocks: int = 1
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+        """Maps ``x [B, H, W, C]`` to logits ``[B, num_classes]``; ignores train."""
+        del train
+        _check_images(x, "ConvNet")
+        if self.num_blocks not in (1, 2, 3):
+            raise ValueError(
+                f"ConvNet num_blocks must be 1, 2 or 3 (Conv-2/4/6), got "
+                f"{self.num_blocks}."
+            )
+        for features in (64, 128, 256)[: self.num_blocks]:
+            for _ in range(2):
+                conv = nn.Conv(
+                    features, (3, 3), padding="SAME", kernel_init=_FAN_IN_INIT
+                )
+                x = nn.relu(conv(x))
+            x = nn.max_pool(x, (2, 2), strides=(2, 2))
+        x = _flatten(x)
+        for width in (256, 256):
+            x = nn.relu(_Dense(width)(x))
+        return _Dense(self.num_classes, name="head")(x)
+
+
+Conv2 = functools.partial(ConvNet, num_blocks=1)
+Conv4 = functools.partial(ConvNet, num_blocks=2)
+Conv6 = functools.partial(ConvNet, num_blocks=3)
+
+_VGG_PLANS: Mapping[int, tuple[int | str, ...]] = types.MappingProxyType(
+    {
+        11: (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512),
+        13: (64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512),
+        16: (64, 64, "M", 128, 128, "M", 256, 256, 256, "M")
+        + (512, 512, 512, "M", 512, 512, 512),
+        19: (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M")
+        + (512, 512, 512, 512, "M", 512, 512, 512, 512),
+    }
+)
+
+
+class VGG(nn.Module):
+    """CIFAR VGG as in the AutoSparse authors' code (SynFlow's ``lottery_vgg``).
+
+    3x3 convolutions (padding 1, with bias, as in the reference even when followed
+    by BatchNorm), each followed by ReLU (BatchNorm then ReLU if ``batch_norm``),
+    with 2x2 max pools between stages and none after the last stage; then global
+    average pooling to 512 features and a single ``head`` Dense. On 32x32 inputs
+    the last stage is 2x2, so the global average equals the reference's
+    ``AvgPool2d(2)`` + flatten; unlike it, other input sizes also give 512
+    features. Params on 32x32x3 with 10 classes: VGG-11 9,225,610 (9,231,114
+    with BN), VGG-16 14,719,818 (14,728,266), VGG-19 20,029,514 (20,040,522).
+
+    Attributes:
+        num_classes: Number of logits.
+        depth: 11, 13, 16 or 19.
+        batch_norm: Whether to put BatchNorm after every convolution.
+    """
+
+    num_classes: int = 10
+    depth: int = 16
+    batch_norm: bool = False
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+        """Maps ``x [B, H, W, C]`` to logits ``[B, num_classes]``.
+
+        ``train`` selects batch statistics (True) or running averages (False)
+        in BatchNorm; it is ignored without BatchNorm.
+        """
+        _check_images(x, "VGG")
+        if self.depth not in _VGG_PLANS:
+            raise ValueError(
+                f"VGG depth must be one of {sorted(_VGG_PLANS)}, got {self.depth}."
+            )
+        for spec in _VGG_PLANS[self.depth]:
+            if spec == "M":
+                x = nn.max_pool(x, (2, 2), strides=(2, 2))
+                continue
+            x = nn.Conv(spec, (3, 3), padding=1, kernel_init=_FAN_IN_INIT)(x)
+            if self.batch_norm:
+                x = _BatchNorm(use_running_average=not train)(x)
+            x = nn.relu(x)
+        x = jnp.mean(x, axis=(1, 2))
+        return _Dense(self.num_classes, name="head")(x)
+
+
+VGG11 = functools.partial(VGG, depth=11)
+VGG11BN = functools.partial(VGG, depth=11, batch_norm=True)
+VGG16 = functools.partial(VGG, depth=16)
+VGG16BN = functools.partial(VGG, depth=16, batch_norm=True)
+VGG19 = functools.partial(VGG, depth=19)
+VGG19BN = functools.partial(VGG, depth=19, batch_norm=True)
+
+
+class BasicBlock(nn.Module):
+    """Pre-addition ResNet basic block with a 1x1 conv + BN projection shortcut.
+
+    ``relu(bn(conv3x3(relu(bn(conv3x3(x))))) + shortcut(x))``; the shortcut is
+    the identity unless the stride or the width changes (He et al. 2016,
+    option B). Convolutions have no bias.
+
+    Attributes:
+        features: Output channels.
+        strides: Stride of the first 3x3 convolution and of the projection.
+    """
+
+    features: int
+    strides: int = 1
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+        """Maps ``x [B, H, W, C]`` to ``[B, H / strides, W / strides, features]``."""
+        conv = functools.partial(nn.Conv, use_bias=False, kernel_init=_FAN_OUT_INIT)
+        norm = functools.partial(_BatchNorm, use_running_average=not train)
+        s = (self.strides, self.strides)
+        y = nn.relu(norm()(conv(self.features, (3, 3), strides=s, padding=1)(x)))
+        y = norm()(conv(self.features, (3, 3), padding=1)(y))
+        if self.strides != 1 or x.shape[-1] != self.features:
+            x = norm()(conv(self.features, (1, 1), strides=s, padding="VALID")(x))
+        return nn.relu(y + x)
+
+
+class ResNet(nn.Module):
+    """CIFAR-style ResNet of basic blocks (He et al. 2016) with BatchNorm.
+
+    3x3 stem convolution (stride 1, width ``stage_widths[0]``) + BN + ReLU, no
+    max pool; stage ``i`` has ``stage_sizes[i]`` basic blocks of width
+    ``stage_widths[i]``, the first block of every stage after the first with
+    stride 2; then global average pooling and the ``head`` Dense. Shortcuts are
+    1x1 conv + BN projections where the shape changes (option B), as in both
+    references: open_lth's ResNet-20 and the CIFAR ResNet-18 (kuangliu; SynFlow's
+    ``tinyimagenet_resnet``, which the AutoSparse authors train on CIFAR-10).
+    Params on 32x32x3 with 10 classes: ResNet-20 272,474; ResNet-18 11,173,962.
+
+    Attributes:
+        num_classes: Number of logits.
+        stage_sizes: Number of blocks per stage.
+        stage_widths: Channels per stage, same length as ``stage_sizes``.
+    """
+
+    num_classes: int = 10
+    stage_sizes: Sequence[int] = (2, 2, 2, 2)
+    stage_widths: Sequence[int] = (64, 128, 256, 512)
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+        """Maps ``x [B, H, W, C]`` to logits ``[B, num_classes]``.
+
+        ``train`` selects batch statistics (True) or running averages (False)
+        in BatchNorm.
+        """
+        _check_images(x, "ResNet")
+        if len(self.stage_sizes) != len(self.stage_widths):
+            raise ValueError(
+                f"ResNet stage_sizes {tuple(self.stage_sizes)} and stage_widths "
+                f"{tuple(self.stage_widths)} must have the same length."
+            )
+        x = nn.Conv(
+            self.stage_widths[0],
+            (3, 3),
+            padding=1,
+            use_bias=False,
+            kernel_init=_FAN_OUT_INIT,
+        )(x)
+        x = nn.relu(_BatchNorm(use_running_average=not train)(x))
+        for stage, (size, width) in enumerate(
+            zip(self.stage_sizes, self.stage_widths, strict=True)
+        ):
+            for block in range(size):
+                strides = 2 if stage > 0 and block == 0 else 1
+                x = BasicBlock(width, strides)(x, train=train)
+        x = jnp.mean(x, axis=(1, 2))
+        return _Dense(self.num_classes, name="head")(x)
+
+
+ResNet20 = functools.partial(ResNet, stage_sizes=(3, 3, 3), stage_widths=(16, 32, 64))
+ResNet18 = functools.partial(
+    ResNet, stage_sizes=(2, 2, 2, 2), stage_widths=(64, 128, 256, 512)
+)
+
+MODELS: Mapping[str, Callable[..., nn.Module]] = types.MappingProxyType(
+    {
+        "lenet300_100": LeNet300_100,
+        "lenet5": LeNet5,
+        "conv2": Conv2,
+        "conv4": Conv4,
+        "conv6": Conv6,
+        "vgg11": VGG11,
+        "vgg11_bn": VGG11BN,
+        "vgg16": VGG16,
+        "vgg16_bn": VGG16BN,
+        "vgg19": VGG19,
+        "vgg19_bn": VGG19BN,
+        "resnet20": ResNet20,
+        "resnet18": ResNet18,
+    }
+)
+"""Read-only mapping from model name to constructor taking ``num_classes=...``."""
+
+
+def get_model(name: str, **kwargs: Any) -> nn.Module:
+    """Builds the model registered under ``name`` in ``MODELS``.
+
+    Args:
+        name: A key of ``MODELS``, e.g. ``"resnet18"``.
+        **kwargs: Module fields, e.g. ``num_classes=100``.
+
+    Returns:
+        The (unbound) Linen module.
+
+    Raises:
+        ValueError: If ``name`` is not a key of ``MODELS``.
+    """
+    if name not in MODELS:
+        raise ValueError(
+            f"Unknown model {name!r}; valid names are: {', '.join(sorted(MODELS))}."
+        )
+    return MODELS[name](**kwargs)
+
+
+def init_params(
+    key: PRNGKey, model: nn.Module, input_shape: Sequence[int]
+) -> tuple[Params, ModelState]:
+    """Initialises ``model`` on a batch of one all-zeros image.
+
+    Args:
+        key: PRNG key for the parameter initialisers.
+        model: A Linen module of this file (``__call__(x, *, train)``).
+        input_shape: ``(H, W, C)`` of one image, without the batch axis.
+
+    Returns:
+        ``(params, model_state)``: the ``params`` collection, and a dict of the
+        other collections (``{"batch_stats": ...}`` with BatchNorm, else ``{}``).
+
+    Raises:
+        ValueError: If ``input_shape`` is not three positive ints.
+    """
+    shape = tuple(input_shape)
+    if len(shape) != 3 or not all(
+        isinstance(d, numbers.Integral) and not isinstance(d, bool) and d > 0
+        for d in shape
+    ):
+        raise ValueError(
+            f"input_shape must be three positive ints (H, W, C) without the batch "
+            f"axis, e.g. (28, 28, 1) or (32, 32, 3); got {input_shape!r}."
+        )
+    shape = tuple(int(d) for d in shape)
+    variables = model.init(key, jnp.zeros((1, *shape), jnp.float32), train=False)
+    params = variables["params"]
+    model_state = {name: col for name, col in variables.items() if name != "params"}
+    return params, model_state
+
+
+def make_apply_fn(
+    model: nn.Module, model_state: ModelState = None, *, train: bool = False
+) -> ApplyFn:
+    """Returns ``apply_fn(params, x) -> logits`` with the model state bound.
+
+    With ``train=False`` BatchNorm uses the running statistics in
+    ``model_state`` (inference mode, deterministic). With ``train=True`` it uses
+    the statistics of the batch ``x``, and the updated running statistics are
+    discarded (use ``model.apply(..., mutable=["batch_stats"])`` to keep them).
+    The returned function is pure and works under ``jax.jit`` and ``jax.grad``
+    w.r.t. ``params``.
+
+    Args:
+        model: A Linen module of this file.
+        model_state: Non-parameter collections from ``init_params``; ``None``
+            means ``{}``. Required for BatchNorm models when ``train=False``.
+        train: Whether BatchNorm uses batch statistics.
+
+    Returns:
+        ``apply_fn(params, x [B, H, W, C]) -> logits [B, num_classes]``.
+    """
+    state = {} if model_state is None else dict(model_state)
+    name = type(model).__name__
+
+    def apply_fn(params: Params, x: jax.Array) -> jax.Array:
+        variables = {"params": params, **state}
+        if train:
+            logits, _ = model.apply(variables, x, train=True, mutable=["batch_stats"])
+            return logits
+        try:
+            return model.apply(variables, x, train=False)
+        except flax.errors.ScopeCollectionNotFound as err:
+            raise ValueError(
+                f"{name} needs model state (e.g. batch_stats) for inference but "
+                f"make_apply_fn got {sorted(state)}; pass the model_state returned "
+                f"by init_params, or train=True to use batch statistics."
+            ) from err
+
+    return apply_fn
+
+
+def count_params(params: Params) -> int:
+    """Total number of scalars in ``params`` (arrays or ``jax.ShapeDtypeStruct``)."""
+    return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(params))
