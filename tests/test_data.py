@@ -1,0 +1,514 @@
+"""Tests for autosparse_jax.data (datasets are GENERATED here unless marked real)."""
+
+import dataclasses
+import gzip
+import io
+import os
+import shutil
+import socket
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from autosparse_jax import _tfds_datasets, data
+
+_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(autouse=True)
+def _no_network(monkeypatch):
+    """Tests never reach the network: any connection attempt fails at once."""
+
+    def refuse(*args, **kwargs):
+        raise OSError("network access is disabled in tests")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+@pytest.fixture
+def no_local_sources(monkeypatch, tmp_path):
+    """Hides the Debian IDX files and the environment variable."""
+    monkeypatch.delenv(_tfds_datasets.ENV_VAR, raising=False)
+    monkeypatch.setattr(_tfds_datasets, "DEBIAN_DIR", str(tmp_path / "none"))
+
+
+def _write_idx(path, array):
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(
+        int(n).to_bytes(4, "big") for n in array.shape
+    )
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+@pytest.fixture(scope="session")
+def generated_idx(tmp_path_factory):
+    """GENERATED random Fashion-MNIST-format IDX files (not real data).
+
+    Train files are gzipped, test files are not, to cover both spellings.
+    """
+    directory = str(tmp_path_factory.mktemp("generated_idx"))
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, num, suffix in (("train", 12, ".gz"), ("test", 5, "")):
+        images = rng.integers(0, 256, (num, 28, 28), dtype=np.uint8)
+        labels = rng.integers(0, 10, (num,), dtype=np.uint8)
+        image_stem, label_stem = _tfds_datasets.IDX_FILES[split]
+        _write_idx(os.path.join(directory, image_stem + suffix), images)
+        _write_idx(os.path.join(directory, label_stem + suffix), labels)
+        arrays[split] = (images[..., None], labels.astype(np.int32))
+    return directory, arrays
+
+
+def _sorted_examples(images, labels):
+    """Examples in a canonical order, since TFDS shuffles when preparing."""
+    flat = [
+        img.tobytes() + bytes([lab]) for img, lab in zip(images, labels, strict=True)
+    ]
+    return sorted(flat)
+
+
+# ---- load_dataset: arguments and metadata ----------------------------------
+
+
+def test_import_does_not_import_tensorflow():
+    code = (
+        "import sys; import autosparse_jax.data; "
+        "bad = [m for m in sys.modules if m.split('.')[0] in "
+        "('tensorflow', 'tensorflow_datasets')]; print(bad); assert not bad"
+    )
+    env = {**os.environ, "PYTHONPATH": _REPO_ROOT, "JAX_PLATFORMS": "cpu"}
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_datasets_table_is_read_only_and_consistent():
+    assert sorted(data.DATASETS) == ["cifar10", "cifar100", "fashion_mnist", "mnist"]
+    with pytest.raises(TypeError):
+        data.DATASETS["svhn"] = data.DATASETS["mnist"]  # type: ignore[index]
+    for info in data.DATASETS.values():
+        channels = info.input_shape[-1]
+        assert len(info.mean) == len(info.std) == channels
+        assert all(0 < m < 1 for m in info.mean) and all(0 < s < 1 for s in info.std)
+    assert data.DATASETS["cifar100"].num_classes == 100
+    assert data.DATASETS["fashion_mnist"].mean == (0.2860,)
+
+
+def test_load_dataset_unknown_name_lists_supported(tmp_path):
+    with pytest.raises(ValueError, match="Unknown dataset 'svhn'") as err:
+        data.load_dataset("svhn", "train", data_dir=tmp_path)
+    for name in data.DATASETS:
+        assert name in str(err.value)
+
+
+def test_load_dataset_source_dir_only_for_fashion_mnist(tmp_path):
+    with pytest.raises(ValueError, match="only used for 'fashion_mnist'"):
+        data.load_dataset("mnist", "train", data_dir=tmp_path, source_dir=tmp_path)
+
+
+# ---- fashion_mnist offline builder (GENERATED IDX files) ------------------
+
+
+def test_fashion_mnist_from_generated_idx(generated_idx, tmp_path, no_local_sources):
+    source_dir, arrays = generated_idx
+    for split in ("train", "test"):
+        got = data.load_dataset(
+            "fashion_mnist", split, data_dir=tmp_path, source_dir=source_dir
+        )
+        images, labels = arrays[split]
+        assert got["image"].dtype == np.uint8 and got["label"].dtype == np.int32
+        assert got["image"].shape == images.shape
+        assert _sorted_examples(got["image"], got["label"]) == _sorted_examples(
+            images, labels
+        )
+    head = data.load_dataset("fashion_mnist", "train[:3]", data_dir=tmp_path)
+    assert head["image"].shape == (3, 28, 28, 1)
+
+
+def test_fashion_mnist_is_prepared_only_once(
+    generated_idx, tmp_path, monkeypatch, no_local_sources
+):
+    source_dir = shutil.copytree(generated_idx[0], tmp_path / "src")
+    first = data.load_dataset(
+        "fashion_mnist", "train", data_dir=tmp_path / "tfds", source_dir=source_dir
+    )
+    shutil.rmtree(source_dir)
+    builder_cls = _tfds_datasets.AutosparseFashionMnist
+    original = builder_cls.download_and_prepare
+    calls = []
+
+    def spy(self, **kwargs):
+        calls.append(kwargs)
+        return original(self, **kwargs)
+
+    monkeypatch.setattr(builder_cls, "download_and_prepare", spy)
+    monkeypatch.setattr(_tfds_datasets, "download_from_tfds", None)
+    second = data.load_dataset("fashion_mnist", "train", data_dir=tmp_path / "tfds")
+    assert not calls
+    np.testing.assert_array_equal(first["image"], second["image"])
+    np.testing.assert_array_equal(first["label"], second["label"])
+
+
+def test_fashion_mnist_found_through_env_var(
+    generated_idx, tmp_path, monkeypatch, no_local_sources
+):
+    monkeypatch.setenv(_tfds_datasets.ENV_VAR, generated_idx[0])
+    got = data.load_dataset("fashion_mnist", "test", data_dir=tmp_path)
+    assert got["image"].shape == (5, 28, 28, 1)
+
+
+def test_fashion_mnist_falls_back_to_tfds_download(
+    generated_idx, tmp_path, monkeypatch, no_local_sources
+):
+    prepared = _tfds_datasets.AutosparseFashionMnist(data_dir=str(tmp_path))
+    config = _tfds_datasets.tfds.download.DownloadConfig(manual_dir=generated_idx[0])
+    prepared.download_and_prepare(file_format="array_record", download_config=config)
+    requested = []
+
+    def fake_download(data_dir):
+        requested.append(data_dir)
+        return prepared
+
+    monkeypatch.setattr(_tfds_datasets, "download_from_tfds", fake_download)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    got = data.load_dataset(
+        "fashion_mnist", "test", data_dir=tmp_path / "other", source_dir=empty
+    )
+    assert requested == [str(tmp_path / "other")]
+    assert got["image"].shape == (5, 28, 28, 1)
+
+
+def test_fashion_mnist_offline_error_says_how_to_fix(
+    tmp_path, monkeypatch, no_local_sources
+):
+    def no_network(data_dir):
+        raise ConnectionError("simulated: no network")
+
+    monkeypatch.setattr(_tfds_datasets, "download_from_tfds", no_network)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.setenv(_tfds_datasets.ENV_VAR, str(empty))
+    with pytest.raises(FileNotFoundError) as err:
+        data.load_dataset("fashion_mnist", "train", data_dir=tmp_path, source_dir=empty)
+    message = str(err.value)
+    for hint in (
+        "apt-get install dataset-fashion-mnist",
+        "AUTOSPARSE_FASHION_MNIST_DIR",
+        "source_dir",
+        "simulated: no network",
+        str(empty),
+    ):
+        assert hint in message
+    assert isinstance(err.value.__cause__, ConnectionError)
+
+
+def test_read_idx_rejects_other_files(tmp_path):
+    path = tmp_path / "bad-idx3-ubyte"
+    path.write_bytes(b"\x00\x00\x0d\x01\x00\x00\x00\x01\x00\x00\x00\x00")
+    with pytest.raises(ValueError, match="not a uint8 IDX file"):
+        _tfds_datasets.read_idx(path)
+
+
+@pytest.mark.parametrize("shape", [(5, 7, 1), (4, 3, 3)])
+def test_png_round_trip_fast_path_and_pil_fallback(shape):
+    from PIL import Image
+
+    image = np.random.default_rng(1).integers(0, 256, shape, dtype=np.uint8)
+    fast = _tfds_datasets.encode_png(image)
+    assert _tfds_datasets._decode_unfiltered_png(fast) is not None
+    np.testing.assert_array_equal(_tfds_datasets.decode_image(fast), image)
+    buffer = io.BytesIO()
+    Image.fromarray(image.squeeze(-1) if shape[-1] == 1 else image).save(
+        buffer, format="PNG"
+    )
+    np.testing.assert_array_equal(_tfds_datasets.decode_image(buffer.getvalue()), image)
+
+
+@pytest.fixture(scope="session")
+def real_fashion_mnist(tmp_path_factory):
+    """The REAL Fashion-MNIST, prepared once per session from the Debian files."""
+    source = _tfds_datasets.DEBIAN_DIR
+    if _tfds_datasets.find_source_dir([source]) is None:
+        pytest.skip(f"needs `apt-get install dataset-fashion-mnist` ({source})")
+    data_dir = tmp_path_factory.mktemp("tfds_real")
+    return {
+        split: data.load_dataset(
+            "fashion_mnist", split, data_dir=data_dir, source_dir=source
+        )
+        for split in ("train", "test")
+    }
+
+
+@pytest.mark.slow
+def test_real_fashion_mnist(real_fashion_mnist):
+    for split, num in (("train", 60_000), ("test", 10_000)):
+        got = real_fashion_mnist[split]
+        assert got["image"].shape == (num, 28, 28, 1)
+        assert got["image"].dtype == np.uint8 and got["label"].dtype == np.int32
+        np.testing.assert_array_equal(np.bincount(got["label"]), [num // 10] * 10)
+    mean = real_fashion_mnist["train"]["image"].mean() / 255
+    assert abs(mean - data.DATASETS["fashion_mnist"].mean[0]) < 5e-4
+
+
+# ---- mnist / cifar through TFDS builders (GENERATED examples) -------------
+
+
+def _generated_png(rng, shape):
+    from PIL import Image
+
+    image = rng.integers(0, 256, shape, dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(image.squeeze(-1) if shape[-1] == 1 else image).save(
+        buffer, format="PNG"
+    )
+    return buffer.getvalue()
+
+
+def _generated_split_generators(self, dl_manager):
+    """Replaces TFDS's download with GENERATED random examples (not real data)."""
+    import tensorflow_datasets as tfds
+
+    del dl_manager
+
+    def examples(split, num):
+        rng = np.random.default_rng(len(split))
+        for index in range(num):
+            example = {}
+            for key, feature in self.info.features.items():
+                if isinstance(feature, tfds.features.Image):
+                    example[key] = _generated_png(rng, feature.shape)
+                elif isinstance(feature, tfds.features.ClassLabel):
+                    example[key] = int(rng.integers(feature.num_classes))
+                else:  # Text ids of cifar.
+                    example[key] = f"generated_{split}_{index}"
+            yield index, example
+
+    return {"train": examples("train", 7), "test": examples("test", 4)}
+
+
+@pytest.fixture
+def generated_tfds(monkeypatch):
+    """TFDS builders of mnist/cifar that prepare GENERATED data, no download."""
+    import tensorflow_datasets as tfds
+
+    patched = []
+
+    def patch(name):
+        builder_cls = tfds.builder_cls(name)
+        split_generators = _generated_split_generators
+        monkeypatch.setattr(builder_cls, "_split_generators", split_generators)
+        # No URLs, no checksums. Set by hand: reading the inherited value first
+        # (as monkeypatch does) hits TFDS bug tensorflow/datasets#11212.
+        assert "url_infos" not in vars(builder_cls)
+        builder_cls.url_infos = None
+        patched.append(builder_cls)
+
+    yield patch
+    for builder_cls in patched:
+        del builder_cls.url_infos
+
+
+@pytest.mark.parametrize("name", ["mnist", "cifar10", "cifar100"])
+def test_tfds_dataset_on_generated_data(name, tmp_path, generated_tfds):
+    generated_tfds(name)
+    info = data.DATASETS[name]
+    for split, num in (("train", 7), ("test", 4), ("train[:3]", 3)):
+        got = data.load_dataset(name, split, data_dir=tmp_path)
+        assert got["image"].shape == (num, *info.input_shape)
+        assert got["image"].dtype == np.uint8 and got["label"].dtype == np.int32
+        assert got["label"].shape == (num,)
+        assert 0 <= got["label"].min() and got["label"].max() < info.num_classes
+
+
+def test_tfds_dataset_prepared_as_tfrecord_is_read_with_tensorflow(
+    tmp_path, generated_tfds
+):
+    """A dataset already prepared in TFDS's default tfrecord format still loads."""
+    import tensorflow_datasets as tfds
+
+    generated_tfds("mnist")
+    builder = tfds.builder("mnist", data_dir=tmp_path)
+    builder.download_and_prepare(file_format="tfrecord")
+    got = data.load_dataset("mnist", "test", data_dir=tmp_path)
+    assert got["image"].shape == (4, 28, 28, 1) and got["image"].dtype == np.uint8
+    assert got["label"].dtype == np.int32
+
+
+def test_tfds_missing_module_message(tmp_path, monkeypatch):
+    import tensorflow_datasets as tfds
+
+    def missing(self, **kwargs):
+        raise ModuleNotFoundError("no importlib_resources", name="importlib_resources")
+
+    monkeypatch.setattr(tfds.builder_cls("mnist"), "download_and_prepare", missing)
+    with pytest.raises(ModuleNotFoundError, match="pip install importlib_resources"):
+        data.load_dataset("mnist", "train", data_dir=tmp_path)
+
+
+# ---- preprocessing -----------------------------------------------------------
+
+
+def test_preprocess_config_defaults_and_validation():
+    assert data.preprocess_config("cifar10").augment
+    assert data.preprocess_config("cifar100").augment
+    assert not data.preprocess_config("mnist").augment
+    config = data.preprocess_config("fashion_mnist", augment=True)
+    assert config == data.PreprocessConfig(mean=(0.2860,), std=(0.3530,), augment=True)
+    hash(config)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.augment = False  # type: ignore[misc]
+    with pytest.raises(ValueError, match="supported datasets"):
+        data.preprocess_config("imagenet")
+
+
+def test_normalize_hand_values():
+    images = jnp.array([0, 255, 51, 102], jnp.uint8).reshape(1, 2, 2, 1)
+    got = data.normalize(images, (0.2,), (0.5,))
+    assert got.dtype == jnp.float32
+    np.testing.assert_allclose(
+        got.reshape(-1), [-0.4, 1.6, 0.0, 0.4], rtol=1e-6, atol=1e-6
+    )
+    rgb = jnp.full((2, 1, 1, 3), 255, jnp.uint8)
+    got = data.normalize(rgb, (0.0, 0.5, 1.0), (1.0, 0.25, 2.0))
+    np.testing.assert_allclose(got[0, 0, 0], [1.0, 2.0, 0.0], rtol=1e-6)
+
+
+def test_normalize_rejects_wrong_channel_count():
+    with pytest.raises(ValueError, match="mean has 2 entries but images have 3"):
+        data.normalize(jnp.zeros((1, 2, 2, 3), jnp.uint8), (0.1, 0.2), (1.0,))
+
+
+def _batch(key, shape=(16, 6, 5, 3)):
+    return jax.random.randint(key, shape, 0, 256).astype(jnp.uint8)
+
+
+def test_random_crop_flip_shape_dtype_determinism(key):
+    images = _batch(jax.random.key(1))
+    out = data.random_crop_flip(key, images)
+    assert out.shape == images.shape and out.dtype == images.dtype
+    np.testing.assert_array_equal(out, data.random_crop_flip(key, images))
+    other = data.random_crop_flip(jax.random.key(1), images)
+    assert not np.array_equal(out, other)
+
+
+def test_random_crop_flip_padding_zero_is_flip_or_identity(key):
+    images = _batch(jax.random.key(2))
+    out = np.asarray(data.random_crop_flip(key, images, padding=0))
+    flipped = np.asarray(images)[:, :, ::-1]
+    was_flipped = [np.array_equal(o, f) for o, f in zip(out, flipped, strict=True)]
+    kept = [np.array_equal(o, x) for o, x in zip(out, np.asarray(images), strict=True)]
+    assert all(f or k for f, k in zip(was_flipped, kept, strict=True))
+    assert any(was_flipped) and any(kept)  # this key flips some images, not all
+
+
+def test_random_crop_is_window_of_zero_padded_image(key):
+    images = jnp.arange(1, 8 * 4 * 4 + 1, dtype=jnp.int32).reshape(8, 4, 4, 1)
+    out = np.asarray(data.random_crop_flip(key, images, padding=2))
+    padded = np.pad(np.asarray(images), ((0, 0), (2, 2), (2, 2), (0, 0)))
+    used = set()
+    for i in range(8):
+        matches = [
+            (dy, dx, flip)
+            for dy in range(5)
+            for dx in range(5)
+            for flip in (False, True)
+            if np.array_equal(
+                out[i],
+                padded[i, dy : dy + 4, dx : dx + 4][:, ::-1]
+                if flip
+                else padded[i, dy : dy + 4, dx : dx + 4],
+            )
+        ]
+        assert matches, f"image {i} is not a (flipped) window of its padded image"
+        used.add(matches[0][:2])
+    assert len(used) > 1  # offsets differ between images
+
+
+def test_random_crop_flip_validates():
+    with pytest.raises(ValueError, match=r"\[B, H, W, C\]"):
+        data.random_crop_flip(jax.random.key(0), jnp.zeros((4, 4, 1)))
+    with pytest.raises(ValueError, match="padding"):
+        data.random_crop_flip(jax.random.key(0), jnp.zeros((1, 4, 4, 1)), padding=-1)
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_preprocess_jit_matches_eager(key, train):
+    images = _batch(jax.random.key(3), (4, 8, 8, 3))
+    config = data.preprocess_config("cifar10")
+    eager = data.preprocess(key, images, config, train=train)
+    jitted = jax.jit(data.preprocess, static_argnames=("config", "train"))
+    got = jitted(key, images, config, train=train)
+    assert got.dtype == jnp.float32 and got.shape == images.shape
+    np.testing.assert_allclose(got, eager, rtol=1e-6, atol=1e-6)
+    if not train:
+        expected = data.normalize(images, config.mean, config.std)
+        np.testing.assert_array_equal(eager, expected)
+
+
+def test_preprocess_key_none():
+    images = _batch(jax.random.key(4), (2, 4, 4, 1))
+    plain = data.preprocess_config("mnist")
+    np.testing.assert_array_equal(
+        data.preprocess(None, images, plain, train=True),
+        data.normalize(images, plain.mean, plain.std),
+    )
+    augmented = data.preprocess_config("mnist", augment=True)
+    data.preprocess(None, images, augmented, train=False)
+    with pytest.raises(ValueError, match="key is None"):
+        data.preprocess(None, images, augmented, train=True)
+
+
+# ---- host batching -----------------------------------------------------------
+
+
+def _toy_data(num=10):
+    return {
+        "image": np.arange(num * 4, dtype=np.uint8).reshape(num, 2, 2, 1),
+        "label": np.arange(num, dtype=np.int32),
+    }
+
+
+def test_iterate_batches_one_shuffled_epoch(key):
+    toy = _toy_data()
+    batches = list(data.iterate_batches(key, toy, 3))
+    assert len(batches) == 3
+    assert all(b["image"].shape == (3, 2, 2, 1) for b in batches)
+    labels = np.concatenate([b["label"] for b in batches])
+    assert len(set(labels.tolist())) == 9
+    assert not np.array_equal(labels, np.arange(9))
+    for b in batches:
+        np.testing.assert_array_equal(b["image"], toy["image"][b["label"]])
+    again = np.concatenate([b["label"] for b in data.iterate_batches(key, toy, 3)])
+    np.testing.assert_array_equal(labels, again)
+    full = list(data.iterate_batches(key, toy, 3, drop_remainder=False))
+    assert [len(b["label"]) for b in full] == [3, 3, 3, 1]
+    assert sorted(np.concatenate([b["label"] for b in full])) == list(range(10))
+
+
+def test_iterate_batches_validates_eagerly(key):
+    with pytest.raises(ValueError, match=r"batch_size must be an int in \[1, 10\]"):
+        data.iterate_batches(key, _toy_data(), 11)
+    bad = {"image": np.zeros((3, 1)), "label": np.zeros((2,))}
+    with pytest.raises(ValueError, match="equal leading sizes"):
+        data.iterate_batches(key, bad, 1)
+
+
+def test_sample_batch(key):
+    toy = _toy_data()
+    batch = data.sample_batch(key, toy, 4)
+    assert isinstance(batch["image"], jax.Array)
+    assert batch["image"].shape == (4, 2, 2, 1) and batch["label"].dtype == jnp.int32
+    assert len(set(np.asarray(batch["label"]).tolist())) == 4
+    np.testing.assert_array_equal(
+        batch["image"], toy["image"][np.asarray(batch["label"])]
+    )
+    with pytest.raises(ValueError, match="batch_size"):
+        data.sample_batch(key, toy, 0)
