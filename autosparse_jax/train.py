@@ -1,0 +1,434 @@
+"""Masked training: one jitted step, one jitted epoch, evaluation and the host loop.
+
+Pruned weights stay exactly zero: the gradient, the optimizer update and the
+parameters are all masked, so SGD, momentum, Nesterov, Adam and weight decay
+cannot revive them. An epoch is one ``lax.scan`` over device-resident data; the
+mask, params, key and epoch index are arguments, so a whole experiment compiles
+the epoch program once.
+"""
+
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from autosparse_jax import data as data_lib
+from autosparse_jax import losses, masks
+from autosparse_jax.types import Batch, Mask, ModelState, Params, PRNGKey
+
+DATA_AXIS = "data"
+
+Metrics = dict[str, jax.Array]
+EpochFn = Callable[[Any, Mapping[str, jax.Array], PRNGKey, Any], tuple[Any, Metrics]]
+EvalFn = Callable[[Any, Mapping[str, jax.Array]], Metrics]
+
+
+class TrainState(NamedTuple):
+    """Everything a training run carries from step to step.
+
+    Attributes:
+      step: int32 scalar, number of optimizer steps taken.
+      params: the (masked) Flax params.
+      model_state: other Flax collections, e.g. ``{"batch_stats": ...}``.
+      opt_state: the optax state.
+      mask: a ``Mask`` parallel to ``params``; fixed during training.
+    """
+
+    step: jax.Array
+    params: Params
+    model_state: ModelState
+    opt_state: optax.OptState
+    mask: Mask
+
+
+def init_train_state(
+    params: Params,
+    mask: Mask,
+    optimizer: optax.GradientTransformation,
+    model_state: ModelState | None = None,
+) -> TrainState:
+    """Masks ``params`` and initialises the optimizer.
+
+    The state owns fresh copies of every buffer: the jitted step donates its
+    input state, and the caller's ``params`` and ``mask`` must survive that.
+
+    Args:
+      params: the initial params.
+      mask: a ``Mask`` parallel to ``params``.
+      optimizer: any optax transformation.
+      model_state: e.g. ``{"batch_stats": ...}``; ``None`` means ``{}``.
+
+    Returns:
+      A ``TrainState`` at step 0.
+
+    Example:
+      >>> state = init_train_state(params, masks.dense_mask(params), optax.sgd(0.1))
+    """
+    model_state = {} if model_state is None else model_state
+    params = jax.tree.map(jnp.array, masks.apply_mask(params, mask))
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        model_state=jax.tree.map(jnp.array, model_state),
+        opt_state=optimizer.init(params),
+        mask=jax.tree.map(jnp.array, mask),
+    )
+
+
+# ----------------------------------------------------------------- optimizers
+
+
+def multistep_schedule(
+    learning_rate: float,
+    *,
+    milestones: Sequence[int],
+    factor: float,
+    steps_per_epoch: int,
+) -> optax.Schedule:
+    """Learning rate multiplied by ``factor`` at each epoch in ``milestones``.
+
+    The paper's recipe is ``multistep_schedule(0.01, milestones=(60, 120),
+    factor=0.2, steps_per_epoch=...)``.
+    """
+    boundaries = {int(m) * steps_per_epoch: factor for m in milestones}
+    return optax.piecewise_constant_schedule(learning_rate, boundaries)
+
+
+def cosine_schedule(
+    learning_rate: float, *, num_epochs: int, steps_per_epoch: int
+) -> optax.Schedule:
+    """Cosine decay from ``learning_rate`` to 0 over ``num_epochs`` epochs."""
+    return optax.cosine_decay_schedule(learning_rate, num_epochs * steps_per_epoch)
+
+
+def sgd(
+    learning_rate: float | optax.Schedule,
+    *,
+    momentum: float = 0.9,
+    nesterov: bool = False,
+    weight_decay: float = 0.0,
+) -> optax.GradientTransformation:
+    """SGD with momentum and coupled (L2, PyTorch-style) weight decay."""
+    return optax.chain(
+        optax.add_decayed_weights(weight_decay),
+        optax.sgd(learning_rate, momentum=momentum or None, nesterov=nesterov),
+    )
+
+
+# ------------------------------------------------------------------ the step
+
+
+def _forward(model, params, model_state, images, *, train):
+    """Logits and the updated model state (BatchNorm statistics in train mode)."""
+    variables = {"params": params, **model_state}
+    if train and model_state:
+        logits, new_state = model.apply(
+            variables, images, train=True, mutable=list(model_state)
+        )
+        return logits, dict(new_state)
+    return model.apply(variables, images, train=train), model_state
+
+
+def _prepare_images(key, images, preprocess, *, train):
+    if preprocess is None:
+        if images.dtype == jnp.uint8:
+            raise ValueError(
+                "The batch holds uint8 images but no preprocessing was given; pass "
+                "preprocess=data.preprocess_config(dataset_name) to normalise them."
+            )
+        return images.astype(jnp.float32)
+    return data_lib.preprocess(key, images, preprocess, train=train)
+
+
+def _masked_step(model, optimizer, preprocess, state, batch, key):
+    """One optimizer step; pruned weights get no gradient, update or value."""
+    images = _prepare_images(key, batch["image"], preprocess, train=True)
+
+    def loss_fn(params):
+        logits, new_state = _forward(
+            model, params, state.model_state, images, train=True
+        )
+        return losses.cross_entropy(logits, batch["label"]), (logits, new_state)
+
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    (loss, (logits, new_state)), grads = grad_fn(state.params)
+    grads = masks.apply_mask(grads, state.mask)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    updates = masks.apply_mask(updates, state.mask)
+    params = masks.apply_mask(optax.apply_updates(state.params, updates), state.mask)
+    new = TrainState(state.step + 1, params, new_state, opt_state, state.mask)
+    metrics = {"loss": loss, "accuracy": losses.accuracy(logits, batch["label"])}
+    return new, metrics
+
+
+def make_train_step(
+    model: nn.Module,
+    optimizer: optax.GradientTransformation,
+    *,
+    preprocess: data_lib.PreprocessConfig | None = None,
+) -> Callable[..., tuple[TrainState, Metrics]]:
+    """Builds the jitted masked train step; build it once per experiment.
+
+    The returned ``train_step(state, batch, key=None)`` takes ``batch`` =
+    ``{"image": [B, H, W, C], "label": [B]}`` and, when ``preprocess`` augments,
+    a key (per-step keys: ``jax.random.fold_in(key, state.step)``). The input
+    state is donated.
+
+    Args:
+      model: a Flax module called as ``model.apply(variables, x, train=...)``.
+      optimizer: any optax transformation.
+      preprocess: normalisation and augmentation of uint8 images, or ``None``
+        for float images used as they are.
+
+    Returns:
+      ``train_step(state, batch, key=None) -> (state, {"loss", "accuracy"})``.
+
+    Example:
+      >>> step = make_train_step(model, optax.sgd(0.1), preprocess=cfg)
+      >>> state, metrics = step(state, batch, key)
+    """
+
+    def train_step(state, batch, key=None):
+        return _masked_step(model, optimizer, preprocess, state, batch, key)
+
+    return jax.jit(train_step, donate_argnums=0)
+
+
+# ----------------------------------------------------------------- the epoch
+
+
+def _constrain_batch(batch, mesh):
+    """Shards the batch axis over ``mesh`` (data parallelism); no-op without one."""
+    if mesh is None:
+        return batch
+    sharding = NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+    return jax.lax.with_sharding_constraint(batch, sharding)
+
+
+def _check_batch_size(num_examples: int, batch_size: int, mesh: Mesh | None):
+    if not 0 < batch_size <= num_examples:
+        raise ValueError(
+            f"batch_size={batch_size} must be in [1, {num_examples}] (the number "
+            "of examples); lower it or pass more data."
+        )
+    if mesh is not None and batch_size % mesh.size:
+        raise ValueError(
+            f"batch_size={batch_size} is not divisible by the {mesh.size} devices "
+            "of the mesh; choose a multiple of the device count."
+        )
+
+
+def make_train_epoch(
+    model: nn.Module,
+    optimizer: optax.GradientTransformation,
+    *,
+    batch_size: int,
+    preprocess: data_lib.PreprocessConfig | None = None,
+    mesh: Mesh | None = None,
+) -> EpochFn:
+    """Builds the jitted epoch: one ``lax.scan`` of masked steps over the data.
+
+    Epoch ``e`` visits the examples in the order of a permutation drawn from
+    ``fold_in(key, e)`` (the last ``N mod batch_size`` examples of that order
+    are dropped); step ``t`` augments with ``fold_in(key, t)`` on a separate
+    stream, so a run resumed at any epoch reproduces the same randomness.
+
+    Args:
+      model: the Flax module.
+      optimizer: any optax transformation.
+      batch_size: examples per step (the global batch under a ``mesh``).
+      preprocess: see ``make_train_step``.
+      mesh: a one-axis mesh named ``"data"`` (``data_parallel_mesh()``) to
+        shard every batch over its devices; ``None`` for one device.
+
+    Returns:
+      ``train_epoch(state, data, key, epoch) -> (state, {"loss", "accuracy"})``
+      with ``data = {"image": [N, H, W, C], "label": [N]}`` on device and epoch
+      means as metrics. The input state is donated.
+
+    Example:
+      >>> train_epoch = make_train_epoch(model, opt, batch_size=128, preprocess=cfg)
+      >>> state, metrics = train_epoch(state, device_data, key, 0)
+    """
+
+    def train_epoch(state, data, key, epoch):
+        num_examples = data["label"].shape[0]
+        _check_batch_size(num_examples, batch_size, mesh)
+        num_batches = num_examples // batch_size
+        perm_key, aug_key = jax.random.split(key)
+        order = jax.random.permutation(
+            jax.random.fold_in(perm_key, epoch), num_examples
+        )
+        order = order[: num_batches * batch_size].reshape(num_batches, batch_size)
+
+        def body(state, idx):
+            batch = _constrain_batch(jax.tree.map(lambda x: x[idx], data), mesh)
+            step_key = jax.random.fold_in(aug_key, state.step)
+            return _masked_step(model, optimizer, preprocess, state, batch, step_key)
+
+        state, metrics = jax.lax.scan(body, state, order)
+        return state, jax.tree.map(jnp.mean, metrics)
+
+    return jax.jit(train_epoch, donate_argnums=0)
+
+
+def _eval_sums(model, preprocess, state, batch, weights):
+    """Summed loss and number correct over a batch, each example weighted."""
+    images = _prepare_images(None, batch["image"], preprocess, train=False)
+    logits, _ = _forward(model, state.params, state.model_state, images, train=False)
+    nll = optax.softmax_cross_entropy_with_integer_labels(
+        logits.astype(jnp.float32), batch["label"]
+    )
+    correct = (jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32)
+    return (nll * weights).sum(), (correct * weights).sum()
+
+
+def make_eval_step(
+    model: nn.Module, *, preprocess: data_lib.PreprocessConfig | None = None
+) -> Callable[[TrainState, Batch], Metrics]:
+    """Builds the jitted evaluation of one batch (inference mode).
+
+    Returns:
+      ``eval_step(state, batch) -> {"loss", "accuracy"}``, batch means.
+    """
+
+    def eval_step(state, batch):
+        weights = jnp.ones(batch["label"].shape, jnp.float32)
+        loss, correct = _eval_sums(model, preprocess, state, batch, weights)
+        num = batch["label"].shape[0]
+        return {"loss": loss / num, "accuracy": correct / num}
+
+    return jax.jit(eval_step)
+
+
+def make_evaluate(
+    model: nn.Module,
+    *,
+    batch_size: int,
+    preprocess: data_lib.PreprocessConfig | None = None,
+    mesh: Mesh | None = None,
+) -> EvalFn:
+    """Builds the jitted evaluation over a whole dataset (inference mode).
+
+    One ``lax.scan`` over batches; every example counts once: the last partial
+    batch is padded inside the program and the padding gets zero weight.
+
+    Returns:
+      ``evaluate(state, data) -> {"loss", "accuracy"}``, means over all ``N``.
+
+    Example:
+      >>> evaluate = make_evaluate(model, batch_size=1000, preprocess=cfg)
+      >>> evaluate(state, device_test_data)["accuracy"]
+    """
+
+    def evaluate(state, data):
+        num_examples = data["label"].shape[0]
+        eval_batch = min(batch_size, num_examples)
+        if mesh is not None:
+            eval_batch = -(-eval_batch // mesh.size) * mesh.size
+        num_batches = -(-num_examples // eval_batch)
+        flat = jnp.arange(num_batches * eval_batch)
+        weights = (flat < num_examples).astype(jnp.float32)
+        idx = jnp.minimum(flat, num_examples - 1)
+
+        def body(totals, inputs):
+            idx, w = inputs
+            batch = _constrain_batch(jax.tree.map(lambda x: x[idx], data), mesh)
+            sums = _eval_sums(model, preprocess, state, batch, w)
+            return jax.tree.map(jnp.add, totals, sums), None
+
+        zero = jnp.zeros((), jnp.float32)
+        inputs = (idx.reshape(num_batches, -1), weights.reshape(num_batches, -1))
+        (loss, correct), _ = jax.lax.scan(body, (zero, zero), inputs)
+        return {"loss": loss / num_examples, "accuracy": correct / num_examples}
+
+    return jax.jit(evaluate)
+
+
+# ------------------------------------------------------------ data placement
+
+
+def data_parallel_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """A one-axis mesh named ``"data"`` over ``devices`` (default: all)."""
+    devices = jax.devices() if devices is None else list(devices)
+    return Mesh(np.asarray(devices), (DATA_AXIS,))
+
+
+def to_device(tree: Any, mesh: Mesh | None = None) -> Any:
+    """Puts a pytree of host arrays on device, replicated over ``mesh`` if given."""
+    if mesh is None:
+        return jax.device_put(tree)
+    return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
+
+
+# ------------------------------------------------------------- the host loop
+
+
+def _show_progress(progress: bool | None) -> bool:
+    return sys.stderr.isatty() if progress is None else progress
+
+
+def train(
+    key: PRNGKey,
+    state: TrainState,
+    train_data: Mapping[str, jax.Array],
+    *,
+    train_epoch: EpochFn,
+    num_epochs: int,
+    eval_data: Mapping[str, jax.Array] | None = None,
+    evaluate: EvalFn | None = None,
+    start_epoch: int = 0,
+    progress: bool | None = None,
+    callback: Callable[[int, dict[str, float]], None] | None = None,
+) -> tuple[TrainState, list[dict[str, float]]]:
+    """Trains for epochs ``start_epoch .. num_epochs - 1`` (host loop).
+
+    Syncs with the device once per epoch, to log. ``key`` is the run's data
+    key: the same key and epoch give the same batches, so a run resumed at
+    ``start_epoch`` continues exactly.
+
+    Args:
+      key: the run's data key.
+      state: the initial ``TrainState``.
+      train_data: ``{"image", "label"}`` arrays, ideally on device.
+      train_epoch: from ``make_train_epoch``.
+      num_epochs: total number of epochs of the run.
+      eval_data: optional held-out data, evaluated after every epoch.
+      evaluate: from ``make_evaluate``; required with ``eval_data``.
+      start_epoch: first epoch to run (to resume).
+      progress: tqdm bar over epochs; ``None``: only when stderr is a terminal.
+      callback: called as ``callback(epoch, metrics)`` after each epoch.
+
+    Returns:
+      The final state and one dict per epoch: ``epoch``, ``train_loss``,
+      ``train_accuracy``, ``seconds`` and, with ``eval_data``, ``test_loss`` and
+      ``test_accuracy``.
+    """
+    from tqdm.auto import tqdm
+
+    if eval_data is not None and evaluate is None:
+        raise ValueError("eval_data was given without evaluate=make_evaluate(...).")
+    history = []
+    bar = tqdm(
+        range(start_epoch, num_epochs), disable=not _show_progress(progress), unit="ep"
+    )
+    for epoch in bar:
+        start = time.perf_counter()
+        state, metrics = train_epoch(state, train_data, key, epoch)
+        row = {f"train_{k}": v for k, v in metrics.items()}
+        if eval_data is not None:
+            row.update({f"test_{k}": v for k, v in evaluate(state, eval_data).items()})
+        row = {"epoch": epoch, **jax.tree.map(float, jax.device_get(row))}
+        row["seconds"] = time.perf_counter() - start
+        history.append(row)
+        bar.set_postfix({k: f"{v:.4f}" for k, v in row.items() if "accuracy" in k})
+        if callback is not None:
+            callback(epoch, row)
+    return state, history
