@@ -1,0 +1,89 @@
+"""autosparse_jax: pruning at initialisation learned from iterative rewind pruning.
+
+AutoSparse (Liu, Cheng et al., arXiv 2408.14757) in JAX/Flax. Modules are the
+primary API (``from autosparse_jax import masks, train``); the names below are
+re-exported for convenience. The ``train`` host loop is ``train.train``.
+"""
+
+from autosparse_jax import data, losses, masks, models, train, types
+from autosparse_jax.data import (
+    DATASETS,
+    DatasetInfo,
+    PreprocessConfig,
+    load_dataset,
+    preprocess,
+    preprocess_config,
+)
+from autosparse_jax.losses import accuracy, classification_loss, cross_entropy
+from autosparse_jax.masks import (
+    apply_mask,
+    dense_mask,
+    erk,
+    is_prunable,
+    is_prunable_except_output,
+    mask_from_scores,
+    mask_sparsity,
+    sparsity,
+    sparsity_by_layer,
+    uniform,
+)
+from autosparse_jax.models import (
+    MODELS,
+    count_params,
+    get_model,
+    init_params,
+    make_apply_fn,
+)
+from autosparse_jax.train import (
+    TrainState,
+    data_parallel_mesh,
+    init_train_state,
+    make_eval_step,
+    make_evaluate,
+    make_train_epoch,
+    make_train_step,
+    to_device,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DATASETS",
+    "MODELS",
+    "DatasetInfo",
+    "PreprocessConfig",
+    "TrainState",
+    "accuracy",
+    "apply_mask",
+    "classification_loss",
+    "count_params",
+    "cross_entropy",
+    "data",
+    "data_parallel_mesh",
+    "dense_mask",
+    "erk",
+    "get_model",
+    "init_params",
+    "init_train_state",
+    "is_prunable",
+    "is_prunable_except_output",
+    "load_dataset",
+    "losses",
+    "make_apply_fn",
+    "make_eval_step",
+    "make_evaluate",
+    "make_train_epoch",
+    "make_train_step",
+    "mask_from_scores",
+    "mask_sparsity",
+    "masks",
+    "models",
+    "preprocess",
+    "preprocess_config",
+    "sparsity",
+    "sparsity_by_layer",
+    "to_device",
+    "train",
+    "types",
+    "uniform",
+]
