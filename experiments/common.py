@@ -1,0 +1,104 @@
+"""Shared plumbing for experiment scripts: config -> the one training recipe."""
+
+import importlib.util
+from typing import Any, NamedTuple
+
+import jax
+import ml_collections
+import optax
+
+from autosparse_jax import data, models, train
+
+
+def load_config(path: str) -> ml_collections.ConfigDict:
+    """Imports ``get_config()`` from a config file path."""
+    spec = importlib.util.spec_from_file_location("experiment_config", path)
+    if spec is None or spec.loader is None:
+        raise ValueError(f"Cannot import a config from {path!r}; pass a .py file.")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+def make_optimizer(
+    config: ml_collections.ConfigDict, steps_per_epoch: int
+) -> optax.GradientTransformation:
+    """SGD with the config's momentum, weight decay and learning-rate schedule."""
+    lr = config.learning_rate
+    if config.schedule == "cosine":
+        lr = train.cosine_schedule(
+            lr, num_epochs=config.num_epochs, steps_per_epoch=steps_per_epoch
+        )
+    elif config.schedule == "multistep":
+        lr = train.multistep_schedule(
+            lr,
+            milestones=config.milestones,
+            factor=config.decay_factor,
+            steps_per_epoch=steps_per_epoch,
+        )
+    elif config.schedule != "constant":
+        raise ValueError(
+            f"Unknown schedule {config.schedule!r}; use cosine, multistep or constant."
+        )
+    return train.sgd(
+        lr,
+        momentum=config.momentum,
+        nesterov=config.nesterov,
+        weight_decay=config.weight_decay,
+    )
+
+
+class Recipe(NamedTuple):
+    """The compiled training recipe of one (model, dataset, config)."""
+
+    model: Any
+    input_shape: tuple[int, ...]
+    optimizer: optax.GradientTransformation
+    train_epoch: train.EpochFn
+    evaluate: train.EvalFn
+    num_epochs: int
+
+
+def make_recipe(config: ml_collections.ConfigDict, num_train: int) -> Recipe:
+    """Builds (and so compiles once) the recipe every method is trained with."""
+    info = data.DATASETS[config.dataset]
+    model = models.get_model(config.model, num_classes=info.num_classes)
+    tc = config.train
+    optimizer = make_optimizer(tc, num_train // tc.batch_size)
+    preprocess = data.preprocess_config(config.dataset)
+    return Recipe(
+        model=model,
+        input_shape=info.input_shape,
+        optimizer=optimizer,
+        train_epoch=train.make_train_epoch(
+            model, optimizer, batch_size=tc.batch_size, preprocess=preprocess
+        ),
+        evaluate=train.make_evaluate(
+            model, batch_size=tc.eval_batch_size, preprocess=preprocess
+        ),
+        num_epochs=tc.num_epochs,
+    )
+
+
+def train_masked(
+    recipe: Recipe,
+    key: jax.Array,
+    params: Any,
+    model_state: Any,
+    mask: Any,
+    train_data: Any,
+    test_data: Any,
+    **kwargs: Any,
+) -> tuple[train.TrainState, list[dict[str, float]]]:
+    """Trains ``params`` under ``mask`` with the recipe; returns state, history."""
+    state = train.init_train_state(params, mask, recipe.optimizer, model_state)
+    return train.train(
+        key,
+        state,
+        train_data,
+        train_epoch=recipe.train_epoch,
+        num_epochs=recipe.num_epochs,
+        eval_data=test_data,
+        evaluate=recipe.evaluate,
+        **kwargs,
+    )
