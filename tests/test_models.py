@@ -1,5 +1,6 @@
 """Tests for autosparse_jax.models: architectures, param counts, apply helpers."""
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -228,3 +229,35 @@ def test_invalid_architecture_fields_raise(key):
         models.init_params(key, models.VGG(depth=12), CIFAR_SHAPE)
     with pytest.raises(ValueError, match="NHWC"):
         models.LeNet5().init(key, jnp.zeros((28, 28, 1)))
+
+
+@pytest.mark.parametrize(
+    "name, input_shape",
+    [("lenet5", (28, 28, 1)), ("conv2", (32, 32, 3)), ("resnet20", (32, 32, 3))],
+)
+def test_fast_conv_grad_gives_same_params_outputs_and_gradients(name, input_shape):
+    plain = models.get_model(name)
+    fast = models.get_model(name, fast_conv_grad=True)
+    params, state = models.init_params(jax.random.key(0), plain, input_shape)
+    fast_params, _ = models.init_params(jax.random.key(0), fast, input_shape)
+    chex.assert_trees_all_equal(fast_params, params)
+    x = jax.random.normal(jax.random.key(1), (2, *input_shape))
+
+    def loss(model):
+        apply_fn = models.make_apply_fn(model, state, train=True)
+        return lambda p: (apply_fn(p, x) ** 2).sum()
+
+    chex.assert_trees_all_close(
+        jax.grad(loss(fast))(params),
+        jax.grad(loss(plain))(params),
+        rtol=2e-4,
+        atol=2e-5,
+    )
+
+
+def test_vgg_accepts_fast_conv_grad():
+    model = models.get_model("vgg11_bn", fast_conv_grad=True)
+    shapes = jax.eval_shape(
+        lambda k: models.init_params(k, model, (32, 32, 3)), jax.random.key(0)
+    )
+    assert models.count_params(shapes[0]) == 9_231_114
