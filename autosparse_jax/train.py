@@ -161,7 +161,7 @@ def _masked_step(model, optimizer, preprocess, state, batch, key):
     (loss, (logits, new_state)), grads = grad_fn(state.params)
     grads = masks.apply_mask(grads, state.mask)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-    updates = masks.apply_mask(updates, state.mask)
+    # Masking the sum masks the update and the parameter in one pass.
     params = masks.apply_mask(optax.apply_updates(state.params, updates), state.mask)
     new = TrainState(state.step + 1, params, new_state, opt_state, state.mask)
     metrics = {"loss": loss, "accuracy": losses.accuracy(logits, batch["label"])}

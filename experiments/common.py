@@ -49,7 +49,11 @@ def make_optimizer(
 
 
 class Recipe(NamedTuple):
-    """The compiled training recipe of one (model, dataset, config)."""
+    """The compiled training recipe of one (model, dataset, config).
+
+    ``model`` is the plain model (for criteria and ``make_apply_fn``); the epoch
+    and evaluation programs train its ``fast_conv_grad`` twin on CPU.
+    """
 
     model: Any
     input_shape: tuple[int, ...]
@@ -63,6 +67,12 @@ def make_recipe(config: ml_collections.ConfigDict, num_train: int) -> Recipe:
     """Builds (and so compiles once) the recipe every method is trained with."""
     info = data.DATASETS[config.dataset]
     model = models.get_model(config.model, num_classes=info.num_classes)
+    # Same params and gradients; canonical-layout conv gradients on XLA:CPU.
+    trained = models.get_model(
+        config.model,
+        num_classes=info.num_classes,
+        fast_conv_grad=jax.default_backend() == "cpu",
+    )
     tc = config.train
     optimizer = make_optimizer(tc, num_train // tc.batch_size)
     preprocess = data.preprocess_config(config.dataset)
@@ -71,10 +81,10 @@ def make_recipe(config: ml_collections.ConfigDict, num_train: int) -> Recipe:
         input_shape=info.input_shape,
         optimizer=optimizer,
         train_epoch=train.make_train_epoch(
-            model, optimizer, batch_size=tc.batch_size, preprocess=preprocess
+            trained, optimizer, batch_size=tc.batch_size, preprocess=preprocess
         ),
         evaluate=train.make_evaluate(
-            model, batch_size=tc.eval_batch_size, preprocess=preprocess
+            trained, batch_size=tc.eval_batch_size, preprocess=preprocess
         ),
         num_epochs=tc.num_epochs,
     )
