@@ -1,0 +1,59 @@
+# Two entry points that work on a fresh machine: `make demo` and `make test`.
+# Each creates .venv if missing, installs the package with the extras it needs,
+# installs the offline Fashion-MNIST (Debian package) when it is missing, then runs.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+FMNIST_DIR ?= /usr/share/datasets/fashion-mnist
+
+.PHONY: demo test lint format bench fashion-mnist clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed-demo: pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e '.[data]'
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e '.[test,data,notebooks]'
+	touch $@ $(VENV)/.installed-demo
+
+# Fashion-MNIST IDX files from Debian's dataset-fashion-mnist, unless the user
+# points AUTOSPARSE_FASHION_MNIST_DIR at a copy. Without apt-get (or root) the
+# loader falls back to TFDS's download and says how to install the files.
+fashion-mnist:
+	@if [ -n "$$AUTOSPARSE_FASHION_MNIST_DIR" ] || [ -f "$(FMNIST_DIR)/train-images-idx3-ubyte.gz" ]; then \
+		exit 0; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; \
+	elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then \
+		sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; \
+	else \
+		echo "note: Fashion-MNIST IDX files not found and apt-get is not usable;"; \
+		echo "      run 'apt-get install dataset-fashion-mnist' or set AUTOSPARSE_FASHION_MNIST_DIR."; \
+	fi
+
+demo: $(VENV)/.installed-demo fashion-mnist
+	$(PY) -m experiments.demo
+
+test: $(VENV)/.installed-test fashion-mnist
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest -q
+
+lint: $(VENV)/.installed-test
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+
+format: $(VENV)/.installed-test
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+bench: $(VENV)/.installed-demo fashion-mnist
+	$(PY) -m experiments.bench_train
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
