@@ -35,12 +35,15 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", default="runs/demo")
     parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
 
     config = fmnist_lenet300.get_config()
     if args.epochs is not None:
         config.train.num_epochs = args.epochs
+    if args.seed is not None:
+        config.seed = args.seed
     start = time.perf_counter()
     train_data = data.load_dataset(config.dataset, "train")
     test_data = data.load_dataset(config.dataset, "test")
