@@ -55,6 +55,17 @@ def _init(model, seed=0):
     return params, model_state
 
 
+def _dense_tiny_mlp():
+    """A TinyMLP, plain SGD and its dense initial train state."""
+    model, optimizer = TinyMLP(), optax.sgd(0.1)
+    params, _ = _init(model)
+    return (
+        model,
+        optimizer,
+        train.init_train_state(params, masks.dense_mask(params), optimizer),
+    )
+
+
 def _random_mask(key, params, keep=0.5):
     leaves, treedef = jax.tree.flatten(params)
     keys = jax.random.split(key, len(leaves))
@@ -255,18 +266,14 @@ def test_batchnorm_statistics_update_and_are_never_masked(key):
 
 
 def test_uint8_without_preprocess_is_a_clear_error(key):
-    model, optimizer = TinyMLP(), optax.sgd(0.1)
-    params, _ = _init(model)
-    state = train.init_train_state(params, masks.dense_mask(params), optimizer)
+    model, optimizer, state = _dense_tiny_mlp()
     train_epoch = train.make_train_epoch(model, optimizer, batch_size=4)
     with pytest.raises(ValueError, match="preprocess_config"):
         train_epoch(state, train.to_device(_dataset(8)), key, 0)
 
 
 def test_bad_batch_size_is_a_clear_error(key):
-    model, optimizer = TinyMLP(), optax.sgd(0.1)
-    params, _ = _init(model)
-    state = train.init_train_state(params, masks.dense_mask(params), optimizer)
+    model, optimizer, state = _dense_tiny_mlp()
     train_epoch = train.make_train_epoch(
         model, optimizer, batch_size=64, preprocess=PREPROCESS
     )
@@ -275,9 +282,7 @@ def test_bad_batch_size_is_a_clear_error(key):
 
 
 def test_train_host_loop_history_and_callback(key):
-    model, optimizer = TinyMLP(), optax.sgd(0.1)
-    params, _ = _init(model)
-    state = train.init_train_state(params, masks.dense_mask(params), optimizer)
+    model, optimizer, state = _dense_tiny_mlp()
     dataset = train.to_device(_dataset(16))
     seen = []
     _, history = train.train(
