@@ -6,6 +6,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 from autosparse_jax.types import Mask, Params, PrunableFn, Scope, Scores
 
@@ -141,18 +142,49 @@ def _num_keep(sparsity: Any, n: int) -> Any:
     return jnp.round((1.0 - s) * jnp.float32(n)).astype(jnp.int32)
 
 
+def _order_keys(x: jax.Array) -> jax.Array:
+    """uint32 keys with the order of the float32 values ``x`` (-inf lowest)."""
+    x = x.astype(jnp.float32)
+    x = jnp.where(x == 0, jnp.float32(0), x)  # -0.0 ties with +0.0, as in floats.
+    bits = lax.bitcast_convert_type(x, jnp.uint32)
+    negative = (bits >> 31) == 1
+    return jnp.where(negative, ~bits, bits | jnp.uint32(0x80000000))
+
+
+def _kth_largest_key(keys: jax.Array, num_keep: Any) -> jax.Array:
+    """The largest key ``t`` with ``count(keys >= t) >= num_keep`` (bisection).
+
+    32 counting passes over ``keys`` instead of a sort: exact, and several times
+    faster than ``jnp.sort`` on CPU for large ``n``.
+    """
+
+    def step(_, bounds):
+        lo, hi = bounds
+        mid = lo + (hi - lo) // 2 + (hi > lo).astype(jnp.uint32)
+        ok = jnp.sum(keys >= mid, dtype=jnp.int32) >= num_keep
+        return jnp.where(ok, mid, lo), jnp.where(ok, hi, mid - 1)
+
+    bounds = (jnp.uint32(0), jnp.uint32(0xFFFFFFFF))
+    return lax.fori_loop(0, 32, step, bounds)[0]
+
+
+# Jitted so that eager calls reuse the compiled loop (cached per shape); under an
+# outer jit it is inlined.
+_kth_largest_key_jit = jax.jit(_kth_largest_key)
+
+
 def _keep_top(flat_scores: jax.Array, num_keep: Any) -> jax.Array:
     """``[n]`` bool: the ``num_keep`` highest scores, ties to the lower index.
 
     Equal to taking the first ``num_keep`` entries of a stable ``argsort`` of
-    ``-flat_scores``, but from one sort of values and a cumsum (no scatter): keep
-    everything above the ``num_keep``-th largest score, then the lowest-index
-    entries tied with it until ``num_keep`` are kept.
+    ``-flat_scores``: keep everything above the ``num_keep``-th largest score
+    (found by bisection on order-preserving integer keys), then the
+    lowest-index entries tied with it until ``num_keep`` are kept.
     """
-    n = flat_scores.size
-    threshold = jnp.sort(flat_scores)[jnp.clip(n - num_keep, 0, n - 1)]
-    above = flat_scores > threshold
-    tied = flat_scores == threshold
+    keys = _order_keys(flat_scores)
+    threshold = _kth_largest_key_jit(keys, num_keep)
+    above = keys > threshold
+    tied = keys == threshold
     room = num_keep - jnp.sum(above, dtype=jnp.int32)
     keep = above | (tied & (jnp.cumsum(tied, dtype=jnp.int32) <= room))
     return keep & (num_keep > 0)
