@@ -5,7 +5,8 @@ primary API (``from autosparse_jax import masks, train``); the names below are
 re-exported for convenience. The ``train`` host loop is ``train.train``.
 """
 
-from autosparse_jax import data, losses, masks, models, train, types
+from autosparse_jax import conv, criteria, data, losses, masks, models, train, types
+from autosparse_jax.criteria import CRITERIA, compute_scores, prune_at_init
 from autosparse_jax.data import (
     DATASETS,
     DatasetInfo,
@@ -48,6 +49,7 @@ from autosparse_jax.train import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "CRITERIA",
     "DATASETS",
     "MODELS",
     "DatasetInfo",
@@ -56,7 +58,10 @@ __all__ = [
     "accuracy",
     "apply_mask",
     "classification_loss",
+    "compute_scores",
+    "conv",
     "count_params",
+    "criteria",
     "cross_entropy",
     "data",
     "data_parallel_mesh",
@@ -79,6 +84,7 @@ __all__ = [
     "masks",
     "models",
     "preprocess",
+    "prune_at_init",
     "preprocess_config",
     "sparsity",
     "sparsity_by_layer",

@@ -47,8 +47,9 @@ def tiny_params():
 def tiny_apply_fn():
     def apply_fn(params, x):
         x = x.reshape(x.shape[0], -1)
-        h = jax.nn.relu(x @ params["Dense_0"]["kernel"] + params["Dense_0"]["bias"])
-        return h @ params["Dense_1"]["kernel"] + params["Dense_1"]["bias"]
+        h = x @ params["Dense_0"]["kernel"] + params["Dense_0"]["bias"][None, :]
+        h = jax.nn.relu(h)
+        return h @ params["Dense_1"]["kernel"] + params["Dense_1"]["bias"][None, :]
 
     return apply_fn
 

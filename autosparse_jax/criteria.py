@@ -1,0 +1,452 @@
+"""Pruning-at-initialisation criteria, multi-round pruning and sanity checks.
+
+Every criterion has the signature ``fn(key, params, batch, *, apply_fn, mask)``
+and returns scores parallel to ``params`` where **higher means keep**.
+Data-dependent criteria accept one batch (``label`` of shape ``[B]``) or ``K``
+stacked batches (``label`` of shape ``[K, B]``), whose gradients are averaged.
+Images must already be preprocessed floats (``data.preprocess``). BatchNorm
+runs in whatever mode ``apply_fn`` was built with (``models.make_apply_fn``:
+inference mode with the initial statistics by default, as the reference
+implementations do).
+"""
+
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import Literal, Protocol
+
+import jax
+import jax.numpy as jnp
+
+from autosparse_jax import losses, masks
+from autosparse_jax.types import ApplyFn, Batch, Mask, Params, PRNGKey, Scope, Scores
+
+Schedule = Literal["exponential", "linear"]
+_SCHEDULES = ("exponential", "linear")
+GRASP_TEMPERATURE = 200.0
+
+
+class Criterion(Protocol):
+    """``fn(key, params, batch, *, apply_fn, mask) -> scores`` (higher = keep)."""
+
+    def __call__(
+        self,
+        key: PRNGKey,
+        params: Params,
+        batch: Batch,
+        *,
+        apply_fn: ApplyFn,
+        mask: Mask,
+    ) -> Scores: ...
+
+
+# ------------------------------------------------------------------- helpers
+
+
+def _stacked(batch: Batch) -> Batch:
+    """``batch`` with a leading axis of batches: ``label [K, B]``."""
+    if batch["image"].dtype == jnp.uint8:
+        raise ValueError(
+            "Criteria need preprocessed float images; apply "
+            "data.preprocess(None, images, data.preprocess_config(name), "
+            "train=False) to the batch first."
+        )
+    if batch["label"].ndim == 1:
+        return jax.tree.map(lambda x: x[None], batch)
+    if batch["label"].ndim == 2:
+        return batch
+    raise ValueError(
+        f"batch['label'] must be [B] (one batch) or [K, B] (K batches), got shape "
+        f"{batch['label'].shape}."
+    )
+
+
+def _mean_over_batches(fn: Callable[[Batch], Params], batch: Batch) -> Params:
+    """Mean of ``fn(b)`` over the batches of a (possibly stacked) batch."""
+    batches = _stacked(batch)
+    num = batches["label"].shape[0]
+    first = fn(jax.tree.map(lambda x: x[0], batches))
+    if num == 1:
+        return first
+
+    def body(total, b):
+        return jax.tree.map(jnp.add, total, fn(b)), None
+
+    rest = jax.tree.map(lambda x: x[1:], batches)
+    total, _ = jax.lax.scan(body, first, rest)
+    return jax.tree.map(lambda t: t / num, total)
+
+
+def _loss_grad(apply_fn: ApplyFn, params: Params, batch: Batch, temperature=1.0):
+    """Gradient of the cross-entropy of ``apply_fn(params, x) / temperature``."""
+
+    def loss(p):
+        logits = apply_fn(p, batch["image"]) / temperature
+        return losses.cross_entropy(logits, batch["label"])
+
+    return jax.grad(loss)(params)
+
+
+def _normalized(scores: Scores) -> Scores:
+    """``scores / |sum of all scores|`` (order-preserving; guards a zero sum)."""
+    total = sum(jnp.sum(s) for s in jax.tree.leaves(scores))
+    scale = jnp.where(total == 0, 1.0, jnp.abs(total))
+    return jax.tree.map(lambda s: s / scale, scores)
+
+
+# ------------------------------------------------------------------ criteria
+
+
+def random(
+    key: PRNGKey, params: Params, batch: Batch, *, apply_fn: ApplyFn, mask: Mask
+) -> Scores:
+    """I.i.d. ``U(0, 1)`` scores, one subkey per leaf (uniform density in expectation).
+
+    References:
+      Frankle et al. 2021, "Pruning neural networks at initialization: why are
+      we missing the mark?" (random pruning as the baseline).
+    """
+    del batch, apply_fn, mask
+    leaves, treedef = jax.tree.flatten(params)
+    keys = jax.random.split(key, len(leaves))
+    return jax.tree.unflatten(
+        treedef,
+        [jax.random.uniform(k, p.shape) for k, p in zip(keys, leaves, strict=True)],
+    )
+
+
+def magnitude(
+    key: PRNGKey, params: Params, batch: Batch, *, apply_fn: ApplyFn, mask: Mask
+) -> Scores:
+    """``|w|`` at the current mask.
+
+    References:
+      Han et al. 2015, "Learning both weights and connections for efficient
+      neural networks"; at initialisation: Frankle et al. 2021.
+    """
+    del key, batch, apply_fn
+    return jax.tree.map(jnp.abs, masks.apply_mask(params, mask))
+
+
+def snip(
+    key: PRNGKey, params: Params, batch: Batch, *, apply_fn: ApplyFn, mask: Mask
+) -> Scores:
+    """Connection sensitivity ``|w * dL/dw|`` at the current mask, sum-normalised.
+
+    ``dL/dw`` is the mean gradient over the batches of ``batch``.
+
+    References:
+      Lee, Ajanthan & Torr 2019, "SNIP: single-shot network pruning based on
+      connection sensitivity".
+    """
+    del key
+    w = masks.apply_mask(params, mask)
+    grad = _mean_over_batches(lambda b: _loss_grad(apply_fn, w, b), batch)
+    return _normalized(jax.tree.map(lambda p, g: jnp.abs(p * g), w, grad))
+
+
+def grasp(
+    key: PRNGKey,
+    params: Params,
+    batch: Batch,
+    *,
+    apply_fn: ApplyFn,
+    mask: Mask,
+    temperature: float = GRASP_TEMPERATURE,
+) -> Scores:
+    """Gradient signal preservation: keep-score ``w * Hg`` (signed).
+
+    ``g`` is the mean gradient of the loss of ``logits / temperature`` with
+    respect to the alive prunable weights (zero elsewhere; stopped), ``Hg`` the
+    Hessian-gradient product of the same loss, computed
+    forward-over-reverse (``jax.jvp`` of ``jax.grad``; no Hessian is formed).
+    GraSP removes the weights with the largest ``-w * Hg`` (their removal
+    reduces gradient flow least), so the keep-score here is ``w * Hg``: the
+    sign is flipped relative to the paper's score, and no absolute value is
+    taken. Scores are divided by the absolute value of their sum.
+
+    References:
+      Wang, Zhang & Grosse 2020, "Picking winning tickets before training by
+      preserving gradient flow".
+    """
+    del key
+    w = masks.apply_mask(params, mask)
+    grad = _mean_over_batches(lambda b: _loss_grad(apply_fn, w, b, temperature), batch)
+    # g lives on the alive prunable weights only (the reference builds it from the
+    # kernels): pruned weights and biases carry no gradient signal to preserve.
+    alive_kernels = jax.tree_util.tree_map_with_path(
+        lambda path, m: m & masks.is_prunable(path, m), mask
+    )
+    grad = jax.lax.stop_gradient(masks.apply_mask(grad, alive_kernels))
+
+    def hessian_grad(b):
+        grad_fn = lambda p: _loss_grad(apply_fn, p, b, temperature)  # noqa: E731
+        return jax.jvp(grad_fn, (w,), (grad,))[1]
+
+    hg = _mean_over_batches(hessian_grad, batch)
+    return _normalized(jax.tree.map(jnp.multiply, w, hg))
+
+
+def _pow2_scale(kernel: jax.Array) -> jax.Array:
+    """A power of two close to ``fan_out / sum|kernel|`` (1 for an empty layer)."""
+    total = jnp.sum(jnp.abs(kernel))
+    ratio = jnp.where(total > 0, kernel.shape[-1] / jnp.maximum(total, 1e-30), 1.0)
+    return jnp.exp2(jnp.round(jnp.log2(ratio)))
+
+
+def synflow_scores(
+    params: Params,
+    mask: Mask,
+    *,
+    apply_fn: ApplyFn,
+    input_shape: tuple[int, ...],
+    rescale: bool = True,
+) -> Scores:
+    """One round of SynFlow: ``|w * dR/dw|``, ``R = sum(f(|w|)(1))``.
+
+    Every parameter (BatchNorm included) is replaced by its absolute value, the
+    network is fed one all-ones input of shape ``input_shape`` and ``R`` is the
+    sum of its outputs. With ``rescale``, each prunable kernel is first
+    multiplied by a power of two ``c_l`` that keeps activations near 1, so deep
+    networks (VGG-19) cannot overflow float32. For networks whose additive
+    terms (biases, BatchNorm offsets and running means) are zero, as at
+    initialisation in every model of this library, ``R`` is multilinear in the
+    kernels and every score is multiplied by the same factor ``prod(c_l)``, so
+    the ranking is unchanged (powers of two scale exactly).
+
+    Args:
+      params: the params; scored at ``|params * mask|``.
+      mask: a ``Mask``.
+      apply_fn: ``apply_fn(params, x) -> logits``; BatchNorm in inference mode.
+      input_shape: one example's shape, e.g. ``(28, 28, 1)``.
+      rescale: apply the per-layer power-of-two rescaling.
+
+    Returns:
+      Scores parallel to ``params`` (non-negative).
+
+    References:
+      Tanaka, Kunin, Yamins & Ganguli 2020, "Pruning neural networks without any
+      data by iteratively conserving synaptic flow".
+    """
+    w = jax.tree.map(jnp.abs, masks.apply_mask(params, mask))
+    if rescale:
+        flags = jax.tree_util.tree_map_with_path(masks.is_prunable, w)
+        w = jax.tree.map(lambda p, f: p * _pow2_scale(p) if f else p, w, flags)
+    ones = jnp.ones((1, *input_shape), jnp.float32)
+    grad = jax.grad(lambda p: jnp.sum(apply_fn(p, ones)))(w)
+    return jax.tree.map(lambda p, g: jnp.abs(p * g), w, grad)
+
+
+def synflow(
+    key: PRNGKey, params: Params, batch: Batch, *, apply_fn: ApplyFn, mask: Mask
+) -> Scores:
+    """SynFlow scores (data-free; ``batch`` only gives the input shape).
+
+    One round; ``prune_at_init(..., num_rounds=100)`` iterates it (the paper's
+    default). See ``synflow_scores``.
+
+    References:
+      Tanaka, Kunin, Yamins & Ganguli 2020, "Pruning neural networks without any
+      data by iteratively conserving synaptic flow".
+    """
+    del key
+    input_shape = _stacked(batch)["image"].shape[2:]
+    return synflow_scores(params, mask, apply_fn=apply_fn, input_shape=input_shape)
+
+
+CRITERIA: Mapping[str, Criterion] = MappingProxyType(
+    {
+        "random": random,
+        "magnitude": magnitude,
+        "snip": snip,
+        "grasp": grasp,
+        "synflow": synflow,
+    }
+)
+"""Read-only mapping from name to criterion."""
+
+DEFAULT_ROUNDS: Mapping[str, int] = MappingProxyType({"synflow": 100})
+"""Rounds each criterion is iterated for by default (1 if absent)."""
+
+
+# --------------------------------------------------------------- public API
+
+
+def compute_scores(
+    key: PRNGKey,
+    criterion: Criterion,
+    params: Params,
+    batch: Batch,
+    *,
+    apply_fn: ApplyFn,
+    mask: Mask | None = None,
+) -> Scores:
+    """Runs ``criterion``; weights already pruned in ``mask`` score lowest.
+
+    Pruned weights get the lowest finite float32 (not ``-inf``, which
+    ``masks.mask_from_scores`` rejects as a sign of a broken criterion).
+
+    Args:
+      key: PRNG key (used by ``random``).
+      criterion: e.g. ``CRITERIA["snip"]``.
+      params: the params to score.
+      batch: one batch or ``K`` stacked batches of preprocessed images.
+      apply_fn: ``apply_fn(params, x) -> logits``.
+      mask: current mask; ``None`` means dense.
+
+    Returns:
+      float32 scores parallel to ``params``.
+
+    Raises:
+      ValueError: ``mask`` does not match ``params``.
+
+    Example:
+      >>> scores = compute_scores(key, CRITERIA["snip"], params, batch,
+      ...                         apply_fn=apply_fn)
+    """
+    mask = masks.dense_mask(params) if mask is None else mask
+    masks.apply_mask(params, mask)  # Validates structure, shapes and dtype.
+    scores = criterion(key, params, batch, apply_fn=apply_fn, mask=mask)
+    lowest = jnp.finfo(jnp.float32).min
+    return jax.tree.map(
+        lambda s, m: jnp.where(m, s.astype(jnp.float32), lowest), scores, mask
+    )
+
+
+def schedule_sparsity(
+    sparsity: float | jax.Array, round_index: jax.Array, num_rounds: int, schedule: str
+) -> jax.Array:
+    """Sparsity to reach after round ``round_index`` (0-based) of ``num_rounds``.
+
+    ``"exponential"``: density ``(1 - s) ** ((r + 1) / R)``; ``"linear"``:
+    sparsity ``s * (r + 1) / R``. Both end exactly at ``s``.
+    """
+    frac = (round_index + 1) / num_rounds
+    if schedule == "exponential":
+        return 1.0 - (1.0 - sparsity) ** frac
+    if schedule == "linear":
+        return sparsity * frac
+    raise ValueError(f"schedule must be one of {_SCHEDULES}, got {schedule!r}.")
+
+
+def prune_at_init(
+    key: PRNGKey,
+    criterion: Criterion,
+    params: Params,
+    batch: Batch,
+    *,
+    apply_fn: ApplyFn,
+    sparsity: float | jax.Array,
+    scope: Scope = "global",
+    num_rounds: int = 1,
+    schedule: Schedule = "exponential",
+) -> Mask:
+    """Prunes at initialisation, re-scoring the masked network each round.
+
+    All rounds run in one ``lax.fori_loop`` with a traced sparsity, so under
+    ``jax.jit`` (static: ``criterion``, ``apply_fn``, ``scope``,
+    ``num_rounds``, ``schedule``) 100 rounds of SynFlow are one program.
+    Round ``r`` uses ``jax.random.fold_in(key, r)``.
+
+    Args:
+      key: PRNG key.
+      criterion: e.g. ``CRITERIA["synflow"]``.
+      params: initial params.
+      batch: one batch or ``K`` stacked batches of preprocessed images.
+      apply_fn: ``apply_fn(params, x) -> logits``.
+      sparsity: final fraction of prunable weights removed, in ``[0, 1)``.
+      scope: ``"global"`` or ``"layerwise"``.
+      num_rounds: rounds of scoring and pruning (SynFlow's default: 100).
+      schedule: ``"exponential"`` or ``"linear"`` sparsity schedule.
+
+    Returns:
+      A ``Mask`` with exactly the requested sparsity (``masks.mask_from_scores``).
+
+    Raises:
+      ValueError: bad ``num_rounds``, ``schedule``, ``scope`` or ``sparsity``.
+
+    Example:
+      >>> mask = prune_at_init(key, CRITERIA["synflow"], params, batch,
+      ...                      apply_fn=apply_fn, sparsity=0.99, num_rounds=100)
+    """
+    if not isinstance(num_rounds, int) or num_rounds < 1:
+        raise ValueError(f"num_rounds must be a positive int, got {num_rounds!r}.")
+    if schedule not in _SCHEDULES:
+        raise ValueError(f"schedule must be one of {_SCHEDULES}, got {schedule!r}.")
+    if not isinstance(sparsity, jax.core.Tracer) and not 0.0 <= float(sparsity) < 1:
+        raise ValueError(
+            f"sparsity must be in [0, 1) (the fraction of prunable weights removed), "
+            f"got {float(sparsity)}."
+        )
+
+    def one_round(r, mask):
+        scores = compute_scores(
+            jax.random.fold_in(key, r),
+            criterion,
+            params,
+            batch,
+            apply_fn=apply_fn,
+            mask=mask,
+        )
+        target = schedule_sparsity(sparsity, r, num_rounds, schedule)
+        return masks.mask_from_scores(scores, target, scope=scope, mask=mask)
+
+    if num_rounds == 1:
+        return one_round(0, masks.dense_mask(params))
+    return jax.lax.fori_loop(0, num_rounds, one_round, masks.dense_mask(params))
+
+
+# ------------------------------------------------------------ sanity checks
+
+
+def shuffle_within_layers(key: PRNGKey, mask: Mask) -> Mask:
+    """Permutes every prunable leaf of ``mask`` independently (same count per layer).
+
+    References:
+      Frankle et al. 2021, "Pruning neural networks at initialization: why are
+      we missing the mark?" (the layerwise shuffle sanity check).
+    """
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(mask)
+    keys = jax.random.split(key, len(leaves))
+    out = []
+    for k, (path, m) in zip(keys, leaves, strict=True):
+        if masks.is_prunable(path, m):
+            m = jax.random.permutation(k, m.ravel()).reshape(m.shape)
+        out.append(m)
+    return jax.tree.unflatten(treedef, out)
+
+
+def reinitialize(
+    key: PRNGKey, params: Params, mask: Mask, *, init_fn: Callable[[PRNGKey], Params]
+) -> Params:
+    """Fresh weights from ``init_fn(key)`` under the same ``mask``.
+
+    Args:
+      key: key for the new initialisation.
+      params: the current params (only their structure is checked).
+      mask: the mask to keep.
+      init_fn: ``init_fn(key) -> params``, e.g.
+        ``lambda k: models.init_params(k, model, shape)[0]``.
+
+    Returns:
+      ``apply_mask(init_fn(key), mask)``.
+
+    Raises:
+      ValueError: the new params do not have the structure of ``params``.
+    """
+    fresh = init_fn(key)
+    if jax.tree.structure(fresh) != jax.tree.structure(params):
+        raise ValueError(
+            "init_fn(key) returned params with structure "
+            f"{jax.tree.structure(fresh)}, expected {jax.tree.structure(params)}; "
+            "pass the init function of the same model."
+        )
+    return masks.apply_mask(fresh, mask)
+
+
+def invert_scores(scores: Scores) -> Scores:
+    """Reverses the ranking of ``scores`` (``-s``): the lowest scores are kept.
+
+    Negation reverses the order of signed scores exactly; a reciprocal would
+    not (it maps both ``-1`` and ``1`` far apart but reorders signs).
+    """
+    return jax.tree.map(jnp.negative, scores)
