@@ -332,7 +332,7 @@ def prune_at_init(
     key: PRNGKey,
     criterion: Criterion,
     params: Params,
-    batch: Batch,
+    batches: Batch,
     *,
     apply_fn: ApplyFn,
     sparsity: float | jax.Array,
@@ -351,7 +351,8 @@ def prune_at_init(
       key: PRNG key.
       criterion: e.g. ``CRITERIA["synflow"]``.
       params: initial params.
-      batch: one batch or ``K`` stacked batches of preprocessed images.
+      batches: one batch or ``K`` stacked batches of preprocessed images
+        (``label [B]`` or ``[K, B]``; gradients are averaged over batches).
       apply_fn: ``apply_fn(params, x) -> logits``.
       sparsity: final fraction of prunable weights removed, in ``[0, 1)``.
       scope: ``"global"`` or ``"layerwise"``.
@@ -383,7 +384,7 @@ def prune_at_init(
             jax.random.fold_in(key, r),
             criterion,
             params,
-            batch,
+            batches,
             apply_fn=apply_fn,
             mask=mask,
         )

@@ -1,0 +1,65 @@
+"""Smoke tests of the experiment scripts on real Fashion-MNIST at tiny budgets.
+
+They check that the scripts run end to end and write what they promise; they
+assert nothing about accuracy.
+"""
+
+import json
+import os
+
+import pytest
+
+from autosparse_jax import _tfds_datasets
+from experiments import demo, run_pai_baselines
+
+needs_fashion_mnist = pytest.mark.skipif(
+    _tfds_datasets.find_source_dir(_tfds_datasets.candidate_dirs(None)) is None,
+    reason="Fashion-MNIST IDX files missing: apt-get install dataset-fashion-mnist",
+)
+
+
+@needs_fashion_mnist
+def test_demo_runs_and_writes_results(tmp_path, capsys):
+    demo.main(["--workdir", str(tmp_path), "--epochs", "1", "--no-progress"])
+    results = json.loads((tmp_path / "results.json").read_text())["results"]
+    assert [r["method"] for r in results] == ["dense", "random 95%"]
+    assert results[1]["sparsity"] == pytest.approx(0.95, abs=1e-6)
+    assert "final test acc" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+@needs_fashion_mnist
+def test_pai_baselines_quick_runs_resumes_and_writes_outputs(tmp_path):
+    argv = ["--quick", "--workdir", str(tmp_path)]
+    run_pai_baselines.main(argv)
+    runs = (tmp_path / "runs.jsonl").read_text().splitlines()
+    assert len(runs) == 1 + 5 * 3  # dense + 5 criteria x 3 sparsities, 1 seed
+    assert {"table.md", "accuracy_vs_sparsity.png", "config.json"} <= set(
+        os.listdir(tmp_path)
+    )
+    # Resuming with everything done trains nothing and keeps every run.
+    run_pai_baselines.main(argv)
+    assert (tmp_path / "runs.jsonl").read_text().splitlines() == runs
+
+
+def test_runs_file_survives_a_partial_line(tmp_path):
+    path = str(tmp_path / "runs.jsonl")
+    run_pai_baselines.append_run(path, {"method": "snip", "sparsity": 0.9, "seed": 0})
+    with open(path, "a") as f:
+        f.write('{"method": "grasp", "spar')  # killed while appending
+    run_pai_baselines.append_run(path, {"method": "random", "sparsity": 0.9, "seed": 1})
+    assert set(run_pai_baselines.read_runs(path)) == {
+        ("snip", 0.9, 0),
+        ("random", 0.9, 1),
+    }
+
+
+def test_workdir_with_another_config_is_refused(tmp_path):
+    config = run_pai_baselines.load_config(run_pai_baselines.DEFAULT_CONFIG, False)
+    run_pai_baselines.prepare_workdir(str(tmp_path), config)
+    other = run_pai_baselines.load_config(run_pai_baselines.DEFAULT_CONFIG, True)
+    with pytest.raises(ValueError, match="different config"):
+        run_pai_baselines.prepare_workdir(str(tmp_path), other)
+    assert json.loads((tmp_path / "config.json").read_text()) == json.loads(
+        json.dumps(config.to_dict())
+    )
