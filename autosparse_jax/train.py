@@ -225,7 +225,7 @@ def _check_batch_size(num_examples: int, batch_size: int, mesh: Mesh | None):
         )
 
 
-def make_train_epoch(
+def train_epoch_fn(
     model: nn.Module,
     optimizer: optax.GradientTransformation,
     *,
@@ -233,7 +233,9 @@ def make_train_epoch(
     preprocess: data_lib.PreprocessConfig | None = None,
     mesh: Mesh | None = None,
 ) -> EpochFn:
-    """Builds the jitted epoch: one ``lax.scan`` of masked steps over the data.
+    """The pure (un-jitted) epoch: one ``lax.scan`` of masked steps over the data.
+
+    ``make_train_epoch`` jits it; ``irp`` scans it inside its round program.
 
     Epoch ``e`` visits the examples in the order of a permutation drawn from
     ``fold_in(key, e)`` (the last ``N mod batch_size`` examples of that order
@@ -251,11 +253,7 @@ def make_train_epoch(
     Returns:
       ``train_epoch(state, data, key, epoch) -> (state, {"loss", "accuracy"})``
       with ``data = {"image": [N, H, W, C], "label": [N]}`` on device and epoch
-      means as metrics. The input state is donated.
-
-    Example:
-      >>> train_epoch = make_train_epoch(model, opt, batch_size=128, preprocess=cfg)
-      >>> state, metrics = train_epoch(state, device_data, key, 0)
+      means as metrics.
     """
 
     def train_epoch(state, data, key, epoch):
@@ -276,7 +274,32 @@ def make_train_epoch(
         state, metrics = jax.lax.scan(body, state, order)
         return state, jax.tree.map(jnp.mean, metrics)
 
-    return jax.jit(train_epoch, donate_argnums=0)
+    return train_epoch
+
+
+def make_train_epoch(
+    model: nn.Module,
+    optimizer: optax.GradientTransformation,
+    *,
+    batch_size: int,
+    preprocess: data_lib.PreprocessConfig | None = None,
+    mesh: Mesh | None = None,
+) -> EpochFn:
+    """Builds the jitted epoch (``train_epoch_fn``); build it once per experiment.
+
+    Arguments and randomness as in ``train_epoch_fn``; the input state is donated.
+
+    Returns:
+      ``train_epoch(state, data, key, epoch) -> (state, {"loss", "accuracy"})``.
+
+    Example:
+      >>> train_epoch = make_train_epoch(model, opt, batch_size=128, preprocess=cfg)
+      >>> state, metrics = train_epoch(state, device_data, key, 0)
+    """
+    fn = train_epoch_fn(
+        model, optimizer, batch_size=batch_size, preprocess=preprocess, mesh=mesh
+    )
+    return jax.jit(fn, donate_argnums=0)
 
 
 def _eval_sums(model, preprocess, state, batch, weights):
@@ -308,24 +331,22 @@ def make_eval_step(
     return jax.jit(eval_step)
 
 
-def make_evaluate(
+def evaluate_fn(
     model: nn.Module,
     *,
     batch_size: int,
     preprocess: data_lib.PreprocessConfig | None = None,
     mesh: Mesh | None = None,
 ) -> EvalFn:
-    """Builds the jitted evaluation over a whole dataset (inference mode).
+    """The pure (un-jitted) evaluation over a whole dataset (inference mode).
+
+    ``make_evaluate`` jits it; ``irp`` calls it inside its round program.
 
     One ``lax.scan`` over batches; every example counts once: the last partial
     batch is padded inside the program and the padding gets zero weight.
 
     Returns:
       ``evaluate(state, data) -> {"loss", "accuracy"}``, means over all ``N``.
-
-    Example:
-      >>> evaluate = make_evaluate(model, batch_size=1000, preprocess=cfg)
-      >>> evaluate(state, device_test_data)["accuracy"]
     """
 
     def evaluate(state, data):
@@ -349,7 +370,27 @@ def make_evaluate(
         (loss, correct), _ = jax.lax.scan(body, (zero, zero), inputs)
         return {"loss": loss / num_examples, "accuracy": correct / num_examples}
 
-    return jax.jit(evaluate)
+    return evaluate
+
+
+def make_evaluate(
+    model: nn.Module,
+    *,
+    batch_size: int,
+    preprocess: data_lib.PreprocessConfig | None = None,
+    mesh: Mesh | None = None,
+) -> EvalFn:
+    """Builds the jitted evaluation over a whole dataset (``evaluate_fn``).
+
+    Returns:
+      ``evaluate(state, data) -> {"loss", "accuracy"}``, means over all ``N``.
+
+    Example:
+      >>> evaluate = make_evaluate(model, batch_size=1000, preprocess=cfg)
+      >>> evaluate(state, device_test_data)["accuracy"]
+    """
+    fn = evaluate_fn(model, batch_size=batch_size, preprocess=preprocess, mesh=mesh)
+    return jax.jit(fn)
 
 
 # ------------------------------------------------------------ data placement
