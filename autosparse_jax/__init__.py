@@ -5,7 +5,18 @@ primary API (``from autosparse_jax import masks, train``); the names below are
 re-exported for convenience. The ``train`` host loop is ``train.train``.
 """
 
-from autosparse_jax import conv, criteria, data, losses, masks, models, train, types
+from autosparse_jax import (
+    checkpoint,
+    conv,
+    criteria,
+    data,
+    irp,
+    losses,
+    masks,
+    models,
+    train,
+    types,
+)
 from autosparse_jax.criteria import CRITERIA, compute_scores, prune_at_init
 from autosparse_jax.data import (
     DATASETS,
@@ -15,6 +26,7 @@ from autosparse_jax.data import (
     preprocess,
     preprocess_config,
 )
+from autosparse_jax.irp import IRPConfig, IRPResult, survival_scores
 from autosparse_jax.losses import accuracy, classification_loss, cross_entropy
 from autosparse_jax.masks import (
     apply_mask,
@@ -55,8 +67,11 @@ __all__ = [
     "DatasetInfo",
     "PreprocessConfig",
     "TrainState",
+    "IRPConfig",
+    "IRPResult",
     "accuracy",
     "apply_mask",
+    "checkpoint",
     "classification_loss",
     "compute_scores",
     "conv",
@@ -70,6 +85,7 @@ __all__ = [
     "get_model",
     "init_params",
     "init_train_state",
+    "irp",
     "is_prunable",
     "is_prunable_except_output",
     "load_dataset",
@@ -88,6 +104,7 @@ __all__ = [
     "preprocess_config",
     "sparsity",
     "sparsity_by_layer",
+    "survival_scores",
     "to_device",
     "train",
     "types",

@@ -1,0 +1,415 @@
+"""Iterative rewind pruning (IRP): the jitted train-prune-rewind program.
+
+Round ``r`` (``0 .. E-1``) scores the current weights (round 0: the rewind
+point, i.e. initialisation; later rounds: the weights trained in round
+``r - 1``), prunes to the round's sparsity (masks only shrink), adds the mask
+to the survival counts, rewinds the survivors and trains the subnetwork for
+``epochs_per_round`` epochs with the mask fixed. A weight's survival count is
+the number of rounds after whose pruning it was still kept (``0 .. E``); the
+normalised count is AutoSparse's training label (Liu, Cheng et al. 2024,
+arXiv 2408.14757). One round is one jitted program, compiled once per run; the
+Python loop over rounds only checkpoints, logs and calls back.
+"""
+
+import dataclasses
+import json
+import os
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from autosparse_jax import checkpoint, criteria, masks, train
+from autosparse_jax import data as data_lib
+from autosparse_jax.types import Mask, ModelState, Params, PRNGKey, Scope, Scores
+
+_SCHEDULES = ("geometric", "linear")
+_CRITERIA = ("magnitude", "snip")
+_RESETS = ("full", "kernels")
+_ROUND_DIR = re.compile(r"^round_(\d+)$")
+_REWIND_STREAM = 0x7FFFFFFF  # fold_in data of the late-rewinding key stream
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class IRPConfig:
+    """What one IRP run does (hashable; the optimizer is passed separately).
+
+    Attributes:
+      num_rounds: ``E``, the number of prune-rewind-train rounds.
+      final_sparsity: sparsity after the last round, in ``[0, 1)``.
+      schedule: ``"geometric"`` keeps ``d ** (1 / E)`` of the remaining weights
+        each round (``d = 1 - final_sparsity``); ``"linear"`` removes the same
+        number of weights each round. Both end exactly at ``final_sparsity``.
+      epochs_per_round: training epochs after each prune.
+      criterion: ``"magnitude"`` (``|w|``) or ``"snip"`` (``|w * dL/dw|``).
+      rewind_step: 0 rewinds to initialisation; ``k > 0`` to the weights after
+        ``k`` dense training steps (late rewinding).
+      reset: ``"full"``: every parameter and the model state go back to the
+        rewind point; ``"kernels"``: only the masked kernels rewind, biases,
+        BatchNorm parameters and statistics carry over (the authors' code). The
+        optimizer and its schedule restart every round in both modes.
+      scope: ``"global"`` or ``"layerwise"`` pruning.
+      batch_size: training batch size.
+      eval_batch_size: evaluation batch size.
+      num_score_batches: batches of ``batch_size`` training images SNIP
+        averages its gradient over.
+    """
+
+    num_rounds: int = 20
+    final_sparsity: float = 0.99
+    schedule: Literal["geometric", "linear"] = "geometric"
+    epochs_per_round: int = 1
+    criterion: Literal["magnitude", "snip"] = "magnitude"
+    rewind_step: int = 0
+    reset: Literal["full", "kernels"] = "full"
+    scope: Scope = "global"
+    batch_size: int = 128
+    eval_batch_size: int = 1_000
+    num_score_batches: int = 1
+
+    def __post_init__(self):
+        checks = [
+            (self.num_rounds >= 1, "num_rounds must be >= 1"),
+            (0.0 <= self.final_sparsity < 1.0, "final_sparsity must be in [0, 1)"),
+            (self.schedule in _SCHEDULES, f"schedule must be one of {_SCHEDULES}"),
+            (self.criterion in _CRITERIA, f"criterion must be one of {_CRITERIA}"),
+            (self.reset in _RESETS, f"reset must be one of {_RESETS}"),
+            (self.scope in ("global", "layerwise"), "scope: global or layerwise"),
+            (self.epochs_per_round >= 1, "epochs_per_round must be >= 1"),
+            (self.rewind_step >= 0, "rewind_step must be >= 0"),
+            (self.num_score_batches >= 1, "num_score_batches must be >= 1"),
+        ]
+        bad = [msg for ok, msg in checks if not ok]
+        if bad:
+            raise ValueError(f"Invalid IRPConfig ({self}): " + "; ".join(bad) + ".")
+
+
+class IRPResult(NamedTuple):
+    """Everything an IRP run produced.
+
+    Attributes:
+      masks: ``E + 1`` masks; ``masks[0]`` is dense, ``masks[r + 1]`` the mask
+        after round ``r``'s pruning.
+      counts: int32 survival counts parallel to params (``0 .. E``; ``E`` for
+        non-prunable leaves).
+      rewind_params: the params survivors were rewound to.
+      rewind_model_state: the model state at the rewind point.
+      final_state: the ``TrainState`` after the last round's training.
+      history: one dict per round: ``round``, ``sparsity``, ``train_loss``,
+        ``train_accuracy``, ``test_loss``/``test_accuracy`` (with eval data),
+        ``seconds``, ``checkpoint_seconds``.
+    """
+
+    masks: tuple[Mask, ...]
+    counts: Params
+    rewind_params: Params
+    rewind_model_state: ModelState
+    final_state: train.TrainState
+    history: tuple[dict[str, float], ...]
+
+
+class _Carry(NamedTuple):
+    params: Params
+    model_state: ModelState
+    mask: Mask
+    counts: Params
+
+
+def round_sparsity(config: IRPConfig, round_index: Any) -> Any:
+    """Sparsity after round ``round_index`` (0-based), traced or Python.
+
+    Geometric: ``1 - d ** ((r + 1) / E)``; linear: ``s * (r + 1) / E``, where
+    ``d = 1 - s`` and ``s = final_sparsity`` (METHOD.md, step 1).
+    """
+    frac = (round_index + 1) / config.num_rounds
+    if config.schedule == "geometric":
+        return 1.0 - (1.0 - config.final_sparsity) ** frac
+    return config.final_sparsity * frac
+
+
+def survival_scores(masks_seq: Sequence[Mask]) -> Scores:
+    """Fraction of rounds each weight survived, from ``IRPResult.masks``.
+
+    Args:
+      masks_seq: ``masks[0]`` dense, then one mask per round (``R`` rounds).
+
+    Returns:
+      float32 scores in ``[0, 1]`` parallel to the params (non-prunable: 1).
+    """
+    if len(masks_seq) < 2:
+        raise ValueError("survival_scores needs the dense mask and >= 1 round mask.")
+    rounds = masks_seq[1:]
+    total = jax.tree.map(lambda *ms: sum(m.astype(jnp.int32) for m in ms), *rounds)
+    return jax.tree.map(lambda c: c.astype(jnp.float32) / len(rounds), total)
+
+
+# ------------------------------------------------------------ round program
+
+
+def _scores(config, model, key, carry, train_data, preprocess):
+    """The round's criterion on the current weights (pruned weights lowest)."""
+    if config.criterion == "magnitude":
+        return jax.tree.map(jnp.abs, carry.params)
+    num = config.num_score_batches * config.batch_size
+    idx = jax.random.choice(key, train_data["label"].shape[0], (num,), replace=False)
+    images = data_lib.preprocess(
+        None, train_data["image"][idx], preprocess, train=False
+    )
+    shape = (config.num_score_batches, config.batch_size)
+    batch = {
+        "image": images.reshape(*shape, *images.shape[1:]),
+        "label": train_data["label"][idx].reshape(shape),
+    }
+
+    def apply_fn(p, x):
+        return model.apply({"params": p, **carry.model_state}, x, train=False)
+
+    return criteria.compute_scores(
+        key, criteria.snip, carry.params, batch, apply_fn=apply_fn, mask=carry.mask
+    )
+
+
+def _rewind(config, carry, mask, rewind_params, rewind_state):
+    """Survivors back to the rewind point, per ``config.reset``."""
+    if config.reset == "full":
+        return masks.apply_mask(rewind_params, mask), rewind_state
+    flags = jax.tree_util.tree_map_with_path(masks.is_prunable, rewind_params)
+    params = jax.tree.map(
+        lambda f, r, p: r if f else p, flags, rewind_params, carry.params
+    )
+    return masks.apply_mask(params, mask), carry.model_state
+
+
+def _make_round(config, model, optimizer, preprocess):
+    train_epoch = train.train_epoch_fn(
+        model, optimizer, batch_size=config.batch_size, preprocess=preprocess
+    )
+    evaluate = train.evaluate_fn(
+        model, batch_size=config.eval_batch_size, preprocess=preprocess
+    )
+
+    def run_round(carry, r, key, rewind_params, rewind_state, train_data, eval_data):
+        score_key, data_key = jax.random.split(jax.random.fold_in(key, r))
+        scores = _scores(config, model, score_key, carry, train_data, preprocess)
+        mask = masks.mask_from_scores(
+            scores, round_sparsity(config, r), scope=config.scope, mask=carry.mask
+        )
+        counts = jax.tree.map(lambda c, m: c + m.astype(jnp.int32), carry.counts, mask)
+        params, model_state = _rewind(config, carry, mask, rewind_params, rewind_state)
+        state = train.init_train_state(params, mask, optimizer, model_state)
+        epochs = jnp.arange(config.epochs_per_round)
+        state, per_epoch = jax.lax.scan(
+            lambda s, e: train_epoch(s, train_data, data_key, e), state, epochs
+        )
+        metrics = {f"train_{k}": v[-1] for k, v in per_epoch.items()}
+        metrics["sparsity"] = masks.sparsity(mask)
+        if eval_data is not None:
+            metrics.update(
+                {f"test_{k}": v for k, v in evaluate(state, eval_data).items()}
+            )
+        new = _Carry(state.params, state.model_state, mask, counts)
+        return new, state, metrics
+
+    return jax.jit(run_round)
+
+
+def _late_rewind_point(key, state, train_data, model, optimizer, config, preprocess):
+    """``config.rewind_step`` dense steps from initialisation (late rewinding)."""
+    num = train_data["label"].shape[0]
+
+    def body(state, t):
+        idx = jax.random.choice(
+            jax.random.fold_in(key, t), num, (config.batch_size,), replace=False
+        )
+        batch = jax.tree.map(lambda x: x[idx], train_data)
+        step_key = jax.random.fold_in(jax.random.fold_in(key, _REWIND_STREAM), t)
+        return train._masked_step(model, optimizer, preprocess, state, batch, step_key)
+
+    steps = jnp.arange(config.rewind_step)
+    state, _ = jax.jit(lambda s: jax.lax.scan(body, s, steps))(state)
+    return state.params, state.model_state
+
+
+# ------------------------------------------------------------- checkpoints
+
+
+def _fingerprint(params: Params) -> str:
+    """The params' structure, shapes and dtypes, to recognise the same model."""
+    items, _ = jax.tree_util.tree_flatten_with_path(params)
+    return json.dumps(
+        [[jax.tree_util.keystr(p), list(x.shape), str(x.dtype)] for p, x in items]
+    )
+
+
+def _last_round(directory: str) -> int | None:
+    """Index of the last complete round checkpoint in ``directory``, if any."""
+    if not os.path.isdir(directory):
+        return None
+    rounds = [
+        int(m.group(1)) for d in os.listdir(directory) if (m := _ROUND_DIR.match(d))
+    ]
+    return max(rounds, default=None)
+
+
+def _check_same_run(meta: Mapping[str, Any], config: IRPConfig, fingerprint: str):
+    if meta["config"] != dataclasses.asdict(config):
+        raise ValueError(
+            f"The checkpoint directory holds an IRP run with config {meta['config']}, "
+            f"not {dataclasses.asdict(config)}; resume with the same config or "
+            "choose another checkpoint_dir (nothing was changed there)."
+        )
+    if meta["fingerprint"] != fingerprint:
+        raise ValueError(
+            "The checkpoint directory holds an IRP run of another model (different "
+            "parameter shapes); choose another checkpoint_dir (nothing was changed)."
+        )
+
+
+def _saved_tree(carry, rewind_params, rewind_state, masks_so_far, state):
+    return {
+        "carry": carry._asdict(),
+        "rewind_params": rewind_params,
+        "rewind_model_state": rewind_state,
+        "masks": list(masks_so_far),
+        "opt_state": state.opt_state,
+        "step": state.step,
+    }
+
+
+# ------------------------------------------------------------------ the run
+
+
+def irp(
+    key: PRNGKey,
+    params: Params,
+    train_data: Mapping[str, jax.Array],
+    *,
+    model: nn.Module,
+    optimizer: optax.GradientTransformation,
+    config: IRPConfig,
+    eval_data: Mapping[str, jax.Array] | None = None,
+    model_state: ModelState | None = None,
+    preprocess: data_lib.PreprocessConfig | None = None,
+    checkpoint_dir: str | os.PathLike | None = None,
+    callback: Callable[[int, dict[str, float]], None] | None = None,
+    progress: bool | None = None,
+) -> IRPResult:
+    """Runs IRP for ``config.num_rounds`` rounds (host loop over rounds).
+
+    Every round is the same jitted program (compiled once); with
+    ``checkpoint_dir`` every round ends with a checkpoint ``round_XX`` of
+    everything needed to continue, and calling ``irp`` again with the same
+    directory, config and model resumes after the last complete round.
+
+    Args:
+      key: the run's key; round ``r`` uses ``fold_in(key, r)``.
+      params: initial params (the rewind point when ``rewind_step == 0``).
+      train_data: ``{"image": [N, H, W, C], "label": [N]}``, ideally on device.
+      model: the Flax module (use a ``fast_conv_grad=True`` twin on CPU for
+        speed; the criteria here need reverse mode only).
+      optimizer: optax transformation; restarted every round.
+      config: an ``IRPConfig``.
+      eval_data: optional test data, evaluated after every round's training.
+      model_state: initial model state (BatchNorm statistics), default ``{}``.
+      preprocess: image preprocessing (``data.preprocess_config(name)``).
+      checkpoint_dir: directory for per-round checkpoints (resumable).
+      callback: ``callback(round, metrics)`` after each round.
+      progress: tqdm bar over rounds; ``None``: only on a terminal.
+
+    Returns:
+      An ``IRPResult``.
+
+    Raises:
+      ValueError: ``checkpoint_dir`` holds a run with another config or model.
+
+    Example:
+      >>> result = irp(key, params, train_data, model=model, optimizer=opt,
+      ...              config=IRPConfig(num_rounds=5, final_sparsity=0.9),
+      ...              preprocess=data.preprocess_config("fashion_mnist"))
+      >>> labels = survival_scores(result.masks)
+    """
+    from tqdm.auto import tqdm
+
+    model_state = {} if model_state is None else model_state
+    directory = None if checkpoint_dir is None else os.fspath(checkpoint_dir)
+    fingerprint = _fingerprint(params)
+    dense = masks.dense_mask(params)
+    rewind_params, rewind_state = params, model_state
+    if config.rewind_step:
+        state0 = train.init_train_state(params, dense, optimizer, model_state)
+        rewind_params, rewind_state = _late_rewind_point(
+            jax.random.fold_in(key, _REWIND_STREAM),
+            state0,
+            train_data,
+            model,
+            optimizer,
+            config,
+            preprocess,
+        )
+    counts = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.int32), params)
+    carry = _Carry(rewind_params, rewind_state, dense, counts)
+    state = train.init_train_state(rewind_params, dense, optimizer, rewind_state)
+    masks_so_far, history, start = [dense], [], 0
+    last = None if directory is None else _last_round(directory)
+    if last is not None:
+        path = os.path.join(directory, f"round_{last:02d}")
+        meta = checkpoint.load_metadata(path)
+        _check_same_run(meta, config, fingerprint)
+        target = _saved_tree(
+            carry, rewind_params, rewind_state, [dense] * (last + 2), state
+        )
+        saved = checkpoint.restore(path, target)
+        carry = _Carry(**saved["carry"])
+        rewind_params, rewind_state = (
+            saved["rewind_params"],
+            saved["rewind_model_state"],
+        )
+        masks_so_far = list(saved["masks"])
+        state = train.TrainState(
+            saved["step"],
+            carry.params,
+            carry.model_state,
+            saved["opt_state"],
+            carry.mask,
+        )
+        history, start = list(meta["history"]), last + 1
+
+    run_round = _make_round(config, model, optimizer, preprocess)
+    show = progress if progress is not None else os.isatty(2)
+    for r in tqdm(range(start, config.num_rounds), disable=not show, unit="round"):
+        tic = time.perf_counter()
+        carry, state, metrics = run_round(
+            carry, r, key, rewind_params, rewind_state, train_data, eval_data
+        )
+        row = {"round": r, **jax.tree.map(float, jax.device_get(metrics))}
+        row["seconds"] = time.perf_counter() - tic
+        masks_so_far.append(carry.mask)
+        tic = time.perf_counter()
+        if directory is not None:
+            checkpoint.save(
+                os.path.join(directory, f"round_{r:02d}"),
+                _saved_tree(carry, rewind_params, rewind_state, masks_so_far, state),
+                metadata={
+                    "config": dataclasses.asdict(config),
+                    "fingerprint": fingerprint,
+                    "round": r,
+                    "history": history + [row],
+                },
+            )
+        row["checkpoint_seconds"] = time.perf_counter() - tic
+        history.append(row)
+        if callback is not None:
+            callback(r, row)
+    return IRPResult(
+        masks=tuple(masks_so_far),
+        counts=carry.counts,
+        rewind_params=rewind_params,
+        rewind_model_state=rewind_state,
+        final_state=state,
+        history=tuple(history),
+    )

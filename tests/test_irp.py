@@ -1,0 +1,207 @@
+"""Tests for autosparse_jax.irp: schedules, survival counts, rewinding, one
+compilation, checkpoints and exact resumption (tiny MLP, generated data)."""
+
+import dataclasses
+import os
+import shutil
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import assert_trees_all_equal
+
+from autosparse_jax import data, irp, masks, train
+
+PREPROCESS = data.PreprocessConfig(mean=(0.5,), std=(0.25,))
+
+
+class TinyMLP(nn.Module):
+    num_classes: int = 3
+
+    @nn.compact
+    def __call__(self, x, *, train: bool = False):
+        del train
+        x = nn.relu(nn.Dense(16)(x.reshape(x.shape[0], -1)))
+        return nn.Dense(self.num_classes, name="head")(x)
+
+
+def _setup(num=64):
+    rng = np.random.default_rng(0)
+    dataset = {
+        "image": rng.integers(0, 256, (num, 4, 4, 1), dtype=np.uint8),
+        "label": rng.integers(0, 3, (num,)).astype(np.int32),
+    }
+    model = TinyMLP()
+    params = model.init(jax.random.key(0), jnp.zeros((1, 4, 4, 1)))["params"]
+    return model, params, train.to_device(dataset)
+
+
+def _run(config, checkpoint_dir=None, **kwargs):
+    model, params, dataset = _setup()
+    return irp.irp(
+        jax.random.key(1),
+        params,
+        dataset,
+        model=model,
+        optimizer=train.sgd(0.1, momentum=0.9),
+        config=config,
+        eval_data=dataset,
+        preprocess=PREPROCESS,
+        checkpoint_dir=checkpoint_dir,
+        progress=False,
+        **kwargs,
+    )
+
+
+CONFIG = irp.IRPConfig(
+    num_rounds=3,
+    final_sparsity=0.9,
+    epochs_per_round=2,
+    batch_size=16,
+    eval_batch_size=32,
+)
+
+
+def _deterministic(history):
+    drop = ("seconds", "checkpoint_seconds")
+    return [{k: v for k, v in row.items() if k not in drop} for row in history]
+
+
+def test_schedules_end_at_final_sparsity():
+    geo = irp.IRPConfig(num_rounds=2, final_sparsity=0.99)
+    np.testing.assert_allclose(
+        [irp.round_sparsity(geo, r) for r in (0, 1)], [0.9, 0.99]
+    )
+    lin = irp.IRPConfig(num_rounds=4, final_sparsity=0.8, schedule="linear")
+    np.testing.assert_allclose(
+        [irp.round_sparsity(lin, r) for r in range(4)], [0.2, 0.4, 0.6, 0.8]
+    )
+    # METHOD.md's per-round keep fraction of the remaining weights, linear.
+    d, e = 0.2, 4
+    remaining = 1.0
+    for i in range(e):
+        remaining *= 1 - (1 - d) / (e - (1 - d) * i)
+        np.testing.assert_allclose(
+            1 - remaining, irp.round_sparsity(lin, i), atol=1e-12
+        )
+
+
+def test_bad_config_is_a_clear_error():
+    with pytest.raises(ValueError, match="final_sparsity must be in"):
+        irp.IRPConfig(final_sparsity=1.0)
+    with pytest.raises(ValueError, match="criterion must be one of"):
+        irp.IRPConfig(criterion="grasp")
+
+
+def test_survival_scores_hand_case():
+    dense = {"w": jnp.ones((1, 3), bool), "b": jnp.ones(2, bool)}
+    m1 = {"w": jnp.array([[True, True, False]]), "b": jnp.ones(2, bool)}
+    m2 = {"w": jnp.array([[True, False, False]]), "b": jnp.ones(2, bool)}
+    scores = irp.survival_scores([dense, m1, m2])
+    np.testing.assert_allclose(scores["w"], [[1.0, 0.5, 0.0]])
+    np.testing.assert_allclose(scores["b"], [1.0, 1.0])
+    with pytest.raises(ValueError):
+        irp.survival_scores([dense])
+
+
+@pytest.mark.parametrize("criterion", ["magnitude", "snip"])
+def test_run_masks_counts_and_history(criterion):
+    config = dataclasses.replace(CONFIG, criterion=criterion)
+    result = _run(config)
+    assert len(result.masks) == 4 and len(result.history) == 3
+    for r, (before, after) in enumerate(
+        zip(result.masks[:-1], result.masks[1:], strict=True)
+    ):
+        for b, a in zip(jax.tree.leaves(before), jax.tree.leaves(after), strict=True):
+            assert not np.any(np.asarray(a) & ~np.asarray(b))  # masks only shrink
+        expected = float(irp.round_sparsity(config, r))
+        assert abs(float(masks.sparsity(after)) - expected) < 1e-2
+        assert result.history[r]["sparsity"] == pytest.approx(
+            float(masks.sparsity(after))
+        )
+    total = jax.tree.map(
+        lambda *ms: sum(m.astype(jnp.int32) for m in ms), *result.masks[1:]
+    )
+    assert_trees_all_equal(result.counts, total)
+    assert int(result.counts["head"]["bias"].min()) == 3  # non-prunable: every round
+    final = result.final_state
+    for p, m in zip(
+        jax.tree.leaves(final.params), jax.tree.leaves(result.masks[-1]), strict=True
+    ):
+        np.testing.assert_array_equal(np.asarray(p)[~np.asarray(m)], 0.0)
+    assert set(result.history[0]) >= {
+        "round",
+        "sparsity",
+        "train_loss",
+        "test_accuracy",
+    }
+
+
+def test_round_program_compiles_once(monkeypatch):
+    traces = []
+    original = irp._rewind
+
+    def counting(*args):
+        traces.append(1)
+        return original(*args)
+
+    monkeypatch.setattr(irp, "_rewind", counting)
+    _run(CONFIG)
+    assert len(traces) == 1
+
+
+def test_rewind_full_and_kernels():
+    rewind = {"k": {"kernel": jnp.full((2, 2), 1.0), "bias": jnp.full(2, 1.0)}}
+    trained = {"k": {"kernel": jnp.full((2, 2), 5.0), "bias": jnp.full(2, 5.0)}}
+    mask = {
+        "k": {
+            "kernel": jnp.array([[True, False], [False, True]]),
+            "bias": jnp.ones(2, bool),
+        }
+    }
+    carry = irp._Carry(trained, {"s": jnp.array(7.0)}, mask, None)
+    rewind_state = {"s": jnp.array(0.0)}
+    full = irp._rewind(CONFIG, carry, mask, rewind, rewind_state)
+    np.testing.assert_array_equal(full[0]["k"]["kernel"], [[1.0, 0.0], [0.0, 1.0]])
+    np.testing.assert_array_equal(full[0]["k"]["bias"], [1.0, 1.0])
+    assert float(full[1]["s"]) == 0.0
+    kernels = irp._rewind(
+        dataclasses.replace(CONFIG, reset="kernels"), carry, mask, rewind, rewind_state
+    )
+    np.testing.assert_array_equal(kernels[0]["k"]["kernel"], [[1.0, 0.0], [0.0, 1.0]])
+    np.testing.assert_array_equal(kernels[0]["k"]["bias"], [5.0, 5.0])
+    assert float(kernels[1]["s"]) == 7.0
+
+
+def test_late_rewinding_rewinds_to_trained_weights():
+    model, params, _ = _setup()
+    result = _run(dataclasses.replace(CONFIG, rewind_step=3, num_rounds=1))
+    assert not np.allclose(
+        np.asarray(result.rewind_params["head"]["kernel"]),
+        np.asarray(params["head"]["kernel"]),
+    )
+    assert len(result.masks) == 2
+
+
+def test_resume_after_lost_rounds_is_exact(tmp_path):
+    full = _run(CONFIG, checkpoint_dir=tmp_path / "a")
+    assert sorted(os.listdir(tmp_path / "a")) == ["round_00", "round_01", "round_02"]
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    for r in ("round_01", "round_02"):  # as if killed during round 1
+        shutil.rmtree(tmp_path / "b" / r)
+    os.makedirs(tmp_path / "b" / "round_01.tmp")  # a save cut short
+    resumed = _run(CONFIG, checkpoint_dir=tmp_path / "b")
+    assert_trees_all_equal(list(resumed.masks), list(full.masks))
+    assert_trees_all_equal(resumed.counts, full.counts)
+    assert_trees_all_equal(resumed.final_state.params, full.final_state.params)
+    assert _deterministic(resumed.history) == _deterministic(full.history)
+
+
+def test_directory_of_another_run_is_refused_and_kept(tmp_path):
+    _run(dataclasses.replace(CONFIG, num_rounds=1), checkpoint_dir=tmp_path)
+    before = sorted(os.listdir(tmp_path))
+    with pytest.raises(ValueError, match="same config"):
+        _run(dataclasses.replace(CONFIG, num_rounds=2), checkpoint_dir=tmp_path)
+    assert sorted(os.listdir(tmp_path)) == before
