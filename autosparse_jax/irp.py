@@ -185,7 +185,8 @@ def _rewind(config, carry, mask, rewind_params, rewind_state):
     return masks.apply_mask(params, mask), carry.model_state
 
 
-def _make_round(config, model, optimizer, preprocess):
+def _round_fn(config, model, optimizer, preprocess):
+    """The pure round program (``irp`` jits it; ``irp_seeds`` vmaps it)."""
     train_epoch = train.train_epoch_fn(
         model, optimizer, batch_size=config.batch_size, preprocess=preprocess
     )
@@ -215,24 +216,32 @@ def _make_round(config, model, optimizer, preprocess):
         new = _Carry(state.params, state.model_state, mask, counts)
         return new, state, metrics
 
-    return jax.jit(run_round)
+    return run_round
 
 
-def _late_rewind_point(key, state, train_data, model, optimizer, config, preprocess):
-    """``config.rewind_step`` dense steps from initialisation (late rewinding)."""
-    num = train_data["label"].shape[0]
+def _late_rewind_fn(config, model, optimizer, preprocess):
+    """Pure ``(key, params, model_state, data) -> rewind point`` after
+    ``config.rewind_step`` dense steps from initialisation (late rewinding)."""
 
-    def body(state, t):
-        idx = jax.random.choice(
-            jax.random.fold_in(key, t), num, (config.batch_size,), replace=False
-        )
-        batch = jax.tree.map(lambda x: x[idx], train_data)
-        step_key = jax.random.fold_in(jax.random.fold_in(key, _REWIND_STREAM), t)
-        return train._masked_step(model, optimizer, preprocess, state, batch, step_key)
+    def late_rewind(key, params, model_state, train_data):
+        num = train_data["label"].shape[0]
+        dense = masks.dense_mask(params)
+        state = train.init_train_state(params, dense, optimizer, model_state)
 
-    steps = jnp.arange(config.rewind_step)
-    state, _ = jax.jit(lambda s: jax.lax.scan(body, s, steps))(state)
-    return state.params, state.model_state
+        def body(state, t):
+            idx = jax.random.choice(
+                jax.random.fold_in(key, t), num, (config.batch_size,), replace=False
+            )
+            batch = jax.tree.map(lambda x: x[idx], train_data)
+            aug_key = jax.random.fold_in(jax.random.fold_in(key, _REWIND_STREAM), t)
+            return train._masked_step(
+                model, optimizer, preprocess, state, batch, aug_key
+            )
+
+        state, _ = jax.lax.scan(body, state, jnp.arange(config.rewind_step))
+        return state.params, state.model_state
+
+    return late_rewind
 
 
 # ------------------------------------------------------------- checkpoints
@@ -341,15 +350,9 @@ def irp(
     dense = masks.dense_mask(params)
     rewind_params, rewind_state = params, model_state
     if config.rewind_step:
-        state0 = train.init_train_state(params, dense, optimizer, model_state)
-        rewind_params, rewind_state = _late_rewind_point(
-            jax.random.fold_in(key, _REWIND_STREAM),
-            state0,
-            train_data,
-            model,
-            optimizer,
-            config,
-            preprocess,
+        late_rewind = _late_rewind_fn(config, model, optimizer, preprocess)
+        rewind_params, rewind_state = jax.jit(late_rewind)(
+            jax.random.fold_in(key, _REWIND_STREAM), params, model_state, train_data
         )
     counts = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.int32), params)
     carry = _Carry(rewind_params, rewind_state, dense, counts)
@@ -379,7 +382,7 @@ def irp(
         )
         history, start = list(meta["history"]), last + 1
 
-    run_round = _make_round(config, model, optimizer, preprocess)
+    run_round = jax.jit(_round_fn(config, model, optimizer, preprocess))
     show = progress if progress is not None else os.isatty(2)
     for r in tqdm(range(start, config.num_rounds), disable=not show, unit="round"):
         tic = time.perf_counter()
@@ -407,6 +410,90 @@ def irp(
             callback(r, row)
     return IRPResult(
         masks=tuple(masks_so_far),
+        counts=carry.counts,
+        rewind_params=rewind_params,
+        rewind_model_state=rewind_state,
+        final_state=state,
+        history=tuple(history),
+    )
+
+
+def irp_seeds(
+    keys: jax.Array,
+    params: Params,
+    train_data: Mapping[str, jax.Array],
+    *,
+    model: nn.Module,
+    optimizer: optax.GradientTransformation,
+    config: IRPConfig,
+    eval_data: Mapping[str, jax.Array] | None = None,
+    model_state: ModelState | None = None,
+    preprocess: data_lib.PreprocessConfig | None = None,
+    callback: Callable[[int, dict[str, list[float]]], None] | None = None,
+    progress: bool | None = None,
+) -> IRPResult:
+    """``K`` independent IRP runs as one program: the round program ``jax.vmap``-ed.
+
+    Equal to ``K`` calls of ``irp`` with ``keys[k]`` and the ``k``-th params
+    (to float tolerance), in one compilation; no checkpoints.
+
+    Args:
+      keys: ``[K]`` typed keys, one per run.
+      params: params with a leading ``K`` axis, e.g.
+        ``jax.vmap(lambda k: models.init_params(k, model, shape)[0])(keys)``.
+      train_data, model, optimizer, config, eval_data, preprocess, progress:
+        as for ``irp`` (data shared by every run).
+      model_state: model state with a leading ``K`` axis, or ``None``.
+      callback: ``callback(round, metrics)``, each metric a list over runs.
+
+    Returns:
+      An ``IRPResult`` whose arrays have a leading ``K`` axis; each history row
+      holds a list of ``K`` values per metric.
+
+    Example:
+      >>> keys = jax.random.split(jax.random.key(0), 3)
+      >>> params = jax.vmap(lambda k: models.init_params(k, model, shape)[0])(keys)
+      >>> result = irp_seeds(keys, params, data, model=model, optimizer=opt,
+      ...                    config=config, preprocess=cfg)
+    """
+    from tqdm.auto import tqdm
+
+    model_state = {} if model_state is None else model_state
+    rewind_params, rewind_state = params, model_state
+    if config.rewind_step:
+        late = jax.vmap(
+            _late_rewind_fn(config, model, optimizer, preprocess),
+            in_axes=(0, 0, 0, None),
+        )
+        stream_keys = jax.vmap(lambda k: jax.random.fold_in(k, _REWIND_STREAM))(keys)
+        rewind_params, rewind_state = jax.jit(late)(
+            stream_keys, params, model_state, train_data
+        )
+    dense = masks.dense_mask(params)
+    counts = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.int32), params)
+    carry = _Carry(rewind_params, rewind_state, dense, counts)
+    run_round = jax.jit(
+        jax.vmap(
+            _round_fn(config, model, optimizer, preprocess),
+            in_axes=(0, None, 0, 0, 0, None, None),
+        )
+    )
+    all_masks, history, state = [dense], [], None
+    show = progress if progress is not None else os.isatty(2)
+    for r in tqdm(range(config.num_rounds), disable=not show, unit="round"):
+        tic = time.perf_counter()
+        carry, state, metrics = run_round(
+            carry, r, keys, rewind_params, rewind_state, train_data, eval_data
+        )
+        values = jax.device_get(metrics)
+        row = {"round": r, **{k: v.tolist() for k, v in values.items()}}
+        row["seconds"] = time.perf_counter() - tic
+        all_masks.append(carry.mask)
+        history.append(row)
+        if callback is not None:
+            callback(r, row)
+    return IRPResult(
+        masks=tuple(all_masks),
         counts=carry.counts,
         rewind_params=rewind_params,
         rewind_model_state=rewind_state,

@@ -5,6 +5,7 @@ import dataclasses
 import os
 import shutil
 
+import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -205,3 +206,37 @@ def test_directory_of_another_run_is_refused_and_kept(tmp_path):
     with pytest.raises(ValueError, match="same config"):
         _run(dataclasses.replace(CONFIG, num_rounds=2), checkpoint_dir=tmp_path)
     assert sorted(os.listdir(tmp_path)) == before
+
+
+def test_seed_parallel_run_equals_sequential_runs():
+    model, _, dataset = _setup()
+    keys = jax.random.split(jax.random.key(5), 2)
+    init = jax.vmap(lambda k: model.init(k, jnp.zeros((1, 4, 4, 1)))["params"])(keys)
+    config = dataclasses.replace(CONFIG, criterion="snip", rewind_step=2)
+    common = dict(
+        model=model,
+        optimizer=train.sgd(0.1, momentum=0.9),
+        config=config,
+        eval_data=dataset,
+        preprocess=PREPROCESS,
+        progress=False,
+    )
+    batched = irp.irp_seeds(keys, init, dataset, **common)
+    for k in range(2):
+
+        def pick(tree, k=k):
+            return jax.tree.map(lambda x: x[k], tree)
+
+        one = irp.irp(keys[k], pick(init), dataset, **common)
+        assert_trees_all_equal([pick(m) for m in batched.masks], list(one.masks))
+        assert_trees_all_equal(pick(batched.counts), one.counts)
+        chex.assert_trees_all_close(
+            pick(batched.final_state.params),
+            one.final_state.params,
+            rtol=1e-4,
+            atol=1e-5,
+        )
+        for row_b, row_1 in zip(batched.history, one.history, strict=True):
+            assert row_b["test_accuracy"][k] == pytest.approx(
+                row_1["test_accuracy"], abs=1e-6
+            )
