@@ -26,7 +26,7 @@ from autosparse_jax.data import (
     preprocess,
     preprocess_config,
 )
-from autosparse_jax.irp import IRPConfig, IRPResult, survival_scores
+from autosparse_jax.irp import IRPConfig, IRPResult, irp_seeds, survival_scores
 from autosparse_jax.losses import accuracy, classification_loss, cross_entropy
 from autosparse_jax.masks import (
     apply_mask,
@@ -86,6 +86,7 @@ __all__ = [
     "init_params",
     "init_train_state",
     "irp",
+    "irp_seeds",
     "is_prunable",
     "is_prunable_except_output",
     "load_dataset",

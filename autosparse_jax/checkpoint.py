@@ -60,13 +60,14 @@ def save(
     os.rename(tmp, directory)
 
 
-def restore(directory: str | os.PathLike, target: Any) -> Any:
-    """Restores the arrays saved in ``directory`` against ``target`` (host).
+def restore(directory: str | os.PathLike, target: Any = None) -> Any:
+    """Restores the arrays saved in ``directory``, against ``target`` if given (host).
 
     Args:
       directory: a path written by ``save``.
       target: a pytree of arrays or ``jax.ShapeDtypeStruct`` with the saved
-        structure, shapes and dtypes.
+        structure, shapes and dtypes (checked); ``None`` restores the saved
+        structure as nested dicts and lists.
 
     Returns:
       The restored pytree.
@@ -77,6 +78,8 @@ def restore(directory: str | os.PathLike, target: Any) -> Any:
     path = os.path.join(os.path.abspath(os.fspath(directory)), _STATE)
     if not os.path.isdir(path):
         raise FileNotFoundError(f"No checkpoint at {directory} (missing {path}).")
+    if target is None:
+        return ocp.StandardCheckpointer().restore(path)
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
     return ocp.StandardCheckpointer().restore(path, abstract)
 

@@ -500,3 +500,89 @@ def irp_seeds(
         final_state=state,
         history=tuple(history),
     )
+
+
+# ------------------------------------------------------ export for the scorer
+
+
+class IRPLabels(NamedTuple):
+    """A labelled IRP run, as AutoS trains on it (see ``save_labels``).
+
+    Attributes:
+      init_params: the params at initialisation (features are computed there).
+      init_model_state: the model state at initialisation.
+      masks: ``E + 1`` masks (``masks[0]`` dense).
+      counts: int32 survival counts (``0 .. E``).
+      metadata: the IRP config and whatever the caller saved (model, dataset,
+        seed, preprocessing), enough to recompute features at initialisation.
+    """
+
+    init_params: Params
+    init_model_state: ModelState
+    masks: tuple[Mask, ...]
+    counts: Params
+    metadata: dict[str, Any]
+
+
+def save_labels(
+    directory: str | os.PathLike,
+    result: IRPResult,
+    *,
+    config: IRPConfig,
+    init_params: Params,
+    init_model_state: ModelState | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> None:
+    """Saves an IRP run as a labelled dataset for the AutoS scorer (host).
+
+    Args:
+      directory: a new directory (never overwritten).
+      result: the ``IRPResult``.
+      config: the run's ``IRPConfig``.
+      init_params: the params the run started from.
+      init_model_state: their model state (``None``: ``{}``).
+      metadata: JSON-serialisable facts needed to rebuild the network and its
+        data, e.g. ``{"model": "lenet300_100", "dataset": "fashion_mnist",
+        "seed": 0}``.
+
+    Example:
+      >>> save_labels("runs/irp_seed0/labels", result, config=config,
+      ...             init_params=params, metadata={"model": "lenet300_100"})
+    """
+    tree = {
+        "init_params": init_params,
+        "init_model_state": {} if init_model_state is None else init_model_state,
+        "masks": list(result.masks),
+        "counts": result.counts,
+    }
+    meta = {
+        **dict(metadata or {}),
+        "kind": "irp_labels",
+        "irp_config": dataclasses.asdict(config),
+        "num_rounds": len(result.masks) - 1,
+        "fingerprint": _fingerprint(init_params),
+        "history": list(result.history),
+    }
+    checkpoint.save(directory, tree, metadata=meta)
+
+
+def load_labels(directory: str | os.PathLike) -> IRPLabels:
+    """Loads a run written by ``save_labels`` (host).
+
+    Raises:
+      ValueError: ``directory`` holds another kind of checkpoint.
+    """
+    meta = checkpoint.load_metadata(directory)
+    if meta.get("kind") != "irp_labels":
+        raise ValueError(
+            f"{directory} is not a labelled IRP run (kind={meta.get('kind')!r}); "
+            "write one with irp.save_labels."
+        )
+    tree = checkpoint.restore(directory)
+    return IRPLabels(
+        init_params=tree["init_params"],
+        init_model_state=tree["init_model_state"],
+        masks=tuple(tree["masks"]),
+        counts=tree["counts"],
+        metadata=meta,
+    )

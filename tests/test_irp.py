@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from conftest import assert_trees_all_equal
 
-from autosparse_jax import data, irp, masks, train
+from autosparse_jax import checkpoint, data, irp, masks, train
 
 PREPROCESS = data.PreprocessConfig(mean=(0.5,), std=(0.25,))
 
@@ -240,3 +240,32 @@ def test_seed_parallel_run_equals_sequential_runs():
             assert row_b["test_accuracy"][k] == pytest.approx(
                 row_1["test_accuracy"], abs=1e-6
             )
+
+
+def test_labels_round_trip(tmp_path):
+    model, params, _ = _setup()
+    result = _run(CONFIG)
+    irp.save_labels(
+        tmp_path / "labels",
+        result,
+        config=CONFIG,
+        init_params=params,
+        metadata={"model": "tiny_mlp", "dataset": "generated", "seed": 1},
+    )
+    labels = irp.load_labels(tmp_path / "labels")
+    assert_trees_all_equal(labels.init_params, params)
+    assert_trees_all_equal(list(labels.masks), list(result.masks))
+    assert_trees_all_equal(labels.counts, result.counts)
+    assert labels.metadata["model"] == "tiny_mlp"
+    assert labels.metadata["irp_config"] == dataclasses.asdict(CONFIG)
+    assert labels.metadata["num_rounds"] == 3
+    assert_trees_all_equal(
+        irp.survival_scores(labels.masks), irp.survival_scores(result.masks)
+    )
+    with pytest.raises(ValueError, match="not a labelled IRP run"):
+        irp.load_labels(_checkpoint_of_another_kind(tmp_path))
+
+
+def _checkpoint_of_another_kind(tmp_path):
+    checkpoint.save(tmp_path / "other", {"x": jnp.ones(2)}, metadata={"kind": "x"})
+    return tmp_path / "other"
