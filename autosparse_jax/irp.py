@@ -381,6 +381,8 @@ def irp(
             carry.mask,
         )
         history, start = list(meta["history"]), last + 1
+        # The last round's save was not yet timed when its metadata was written.
+        history[-1].setdefault("checkpoint_seconds", float("nan"))
 
     run_round = jax.jit(_round_fn(config, model, optimizer, preprocess))
     show = progress if progress is not None else os.isatty(2)
