@@ -1,6 +1,10 @@
 """Shared plumbing for experiment scripts: config -> the one training recipe."""
 
+import contextlib
 import importlib.util
+import json
+import os
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import jax
@@ -112,3 +116,46 @@ def train_masked(
         evaluate=recipe.evaluate,
         **kwargs,
     )
+
+
+def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> None:
+    """Writes ``config.json``; refuses a directory made with another config.
+
+    A study's results and checkpoints in ``workdir`` are only resumed by a run
+    of the same config, so recipes never mix; nothing there is changed.
+    """
+    os.makedirs(workdir, exist_ok=True)
+    path = os.path.join(workdir, "config.json")
+    current = json.loads(json.dumps(config.to_dict()))
+    if os.path.exists(path):
+        with open(path) as f:
+            if json.load(f) != current:
+                raise ValueError(
+                    f"{path} holds a different config than this run; its results "
+                    "would mix recipes. Pass another --workdir or delete that one."
+                )
+    with open(path, "w") as f:
+        json.dump(current, f, indent=2)
+
+
+def read_jsonl(path: str) -> list[dict[str, Any]]:
+    """The complete JSON lines of ``path``; partial lines of killed runs skipped."""
+    if not os.path.exists(path):
+        return []
+    records = []
+    with open(path) as f:
+        for line in f:
+            with contextlib.suppress(json.JSONDecodeError):
+                records.append(json.loads(line))
+    return records
+
+
+def append_jsonl(path: str, record: Mapping[str, Any]) -> None:
+    """Appends one JSON line, first ending a partial line left by a killed run."""
+    with open(path, "a+") as f:
+        f.seek(0, os.SEEK_END)
+        if f.tell() > 0:
+            f.seek(f.tell() - 1)
+            if f.read(1) != "\n":
+                f.write("\n")
+        f.write(json.dumps(record) + "\n")

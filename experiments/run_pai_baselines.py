@@ -18,7 +18,6 @@ skipped on restart. At the end the script prints one table and writes
 """
 
 import argparse
-import json
 import os
 import time
 from collections.abc import Callable, Iterable
@@ -55,22 +54,6 @@ def load_config(path: str, quick: bool) -> ml_collections.ConfigDict:
     return config
 
 
-def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> None:
-    """Writes ``config.json``; refuses to resume runs made with another config."""
-    os.makedirs(workdir, exist_ok=True)
-    path = os.path.join(workdir, "config.json")
-    current = json.loads(json.dumps(config.to_dict()))
-    if os.path.exists(path):
-        with open(path) as f:
-            if json.load(f) != current:
-                raise ValueError(
-                    f"{path} holds a different config than this run; runs.jsonl "
-                    "there would mix recipes. Pass another --workdir or delete it."
-                )
-    with open(path, "w") as f:
-        json.dump(current, f, indent=2)
-
-
 def run_id(method: str, sparsity: float, seed: int) -> tuple[str, float, int]:
     return method, round(float(sparsity), 6), int(seed)
 
@@ -87,28 +70,8 @@ def planned_runs(config: ml_collections.ConfigDict) -> list[tuple[str, float, in
 
 def read_runs(path: str) -> dict[tuple[str, float, int], dict[str, Any]]:
     """Finished runs in ``runs.jsonl``, keyed by ``(method, sparsity, seed)``."""
-    if not os.path.exists(path):
-        return {}
-    with open(path) as f:
-        lines = [line for line in f if line.strip()]
-    records = []
-    for line in lines:
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # Partial line of a run killed while appending: rerun it.
+    records = common.read_jsonl(path)
     return {run_id(r["method"], r["sparsity"], r["seed"]): r for r in records}
-
-
-def append_run(path: str, record: dict[str, Any]) -> None:
-    """Appends one JSON line, first ending a partial line left by a killed run."""
-    with open(path, "a+") as f:
-        f.seek(0, os.SEEK_END)
-        if f.tell() > 0:
-            f.seek(f.tell() - 1)
-            if f.read(1) != "\n":
-                f.write("\n")
-        f.write(json.dumps(record) + "\n")
 
 
 # ---------------------------------------------------------- scoring, training
@@ -357,7 +320,7 @@ def run_missing(planned, done: dict, runs_path: str, config) -> None:
     bar = tqdm(total=len(planned), initial=sum(k in done for k in planned), unit="run")
 
     def on_done(record: dict[str, Any]) -> None:
-        append_run(runs_path, record)
+        common.append_jsonl(runs_path, record)
         done[run_id(record["method"], record["sparsity"], record["seed"])] = record
         bar.update()
         bar.set_postfix_str(
@@ -388,7 +351,7 @@ def main(argv: list[str] | None = None) -> None:
     workdir = args.workdir or os.path.join(
         DEFAULT_WORKDIR, *(["quick"] if args.quick else [])
     )
-    prepare_workdir(workdir, config)
+    common.prepare_workdir(workdir, config)
     runs_path = os.path.join(workdir, "runs.jsonl")
     done = read_runs(runs_path)
     planned = planned_runs(config)

@@ -10,7 +10,7 @@ import os
 import pytest
 
 from autosparse_jax import _tfds_datasets
-from experiments import demo, run_pai_baselines
+from experiments import common, demo, run_irp, run_pai_baselines
 
 needs_fashion_mnist = pytest.mark.skipif(
     _tfds_datasets.find_source_dir(_tfds_datasets.candidate_dirs(None)) is None,
@@ -44,10 +44,10 @@ def test_pai_baselines_quick_runs_resumes_and_writes_outputs(tmp_path):
 
 def test_runs_file_survives_a_partial_line(tmp_path):
     path = str(tmp_path / "runs.jsonl")
-    run_pai_baselines.append_run(path, {"method": "snip", "sparsity": 0.9, "seed": 0})
+    common.append_jsonl(path, {"method": "snip", "sparsity": 0.9, "seed": 0})
     with open(path, "a") as f:
         f.write('{"method": "grasp", "spar')  # killed while appending
-    run_pai_baselines.append_run(path, {"method": "random", "sparsity": 0.9, "seed": 1})
+    common.append_jsonl(path, {"method": "random", "sparsity": 0.9, "seed": 1})
     assert set(run_pai_baselines.read_runs(path)) == {
         ("snip", 0.9, 0),
         ("random", 0.9, 1),
@@ -56,10 +56,29 @@ def test_runs_file_survives_a_partial_line(tmp_path):
 
 def test_workdir_with_another_config_is_refused(tmp_path):
     config = run_pai_baselines.load_config(run_pai_baselines.DEFAULT_CONFIG, False)
-    run_pai_baselines.prepare_workdir(str(tmp_path), config)
+    common.prepare_workdir(str(tmp_path), config)
     other = run_pai_baselines.load_config(run_pai_baselines.DEFAULT_CONFIG, True)
     with pytest.raises(ValueError, match="different config"):
-        run_pai_baselines.prepare_workdir(str(tmp_path), other)
+        common.prepare_workdir(str(tmp_path), other)
     assert json.loads((tmp_path / "config.json").read_text()) == json.loads(
         json.dumps(config.to_dict())
     )
+
+
+@pytest.mark.slow
+@needs_fashion_mnist
+def test_irp_quick_runs_resumes_and_writes_outputs(tmp_path):
+    argv = [
+        "--config",
+        "experiments/configs/irp_fmnist_lenet300.py",
+        "--quick",
+        "--workdir",
+        str(tmp_path),
+    ]
+    run_irp.main(argv)
+    rounds = common.read_jsonl(str(tmp_path / "history.jsonl"))
+    assert [r["round"] for r in rounds] == [0, 1, 2]
+    assert rounds[-1]["sparsity"] == pytest.approx(0.99, abs=1e-4)
+    assert {"summary.md", "irp_curve.png", "config.json"} <= set(os.listdir(tmp_path))
+    run_irp.main(argv)  # everything done: resumes, trains nothing new
+    assert common.read_jsonl(str(tmp_path / "history.jsonl")) == rounds
