@@ -269,3 +269,24 @@ def test_labels_round_trip(tmp_path):
 def _checkpoint_of_another_kind(tmp_path):
     checkpoint.save(tmp_path / "other", {"x": jnp.ones(2)}, metadata={"kind": "x"})
     return tmp_path / "other"
+
+
+def test_directory_of_another_model_is_refused(tmp_path):
+    config = dataclasses.replace(CONFIG, num_rounds=1)
+    _run(config, checkpoint_dir=tmp_path)
+    _, _, dataset = _setup()
+    wider = TinyMLP(num_classes=4)
+    params = wider.init(jax.random.key(0), jnp.zeros((1, 4, 4, 1)))["params"]
+    with pytest.raises(ValueError, match="another model"):
+        irp.irp(
+            jax.random.key(1),
+            params,
+            dataset,
+            model=wider,
+            optimizer=train.sgd(0.1),
+            config=config,
+            preprocess=PREPROCESS,
+            checkpoint_dir=tmp_path,
+            progress=False,
+        )
+    assert sorted(os.listdir(tmp_path)) == ["round_00"]
