@@ -11,7 +11,7 @@ import jax
 import ml_collections
 import optax
 
-from autosparse_jax import data, models, train
+from autosparse_jax import data, masks, models, train
 
 
 def load_config(path: str) -> ml_collections.ConfigDict:
@@ -159,3 +159,19 @@ def append_jsonl(path: str, record: Mapping[str, Any]) -> None:
             if f.read(1) != "\n":
                 f.write("\n")
         f.write(json.dumps(record) + "\n")
+
+
+def summarize_training(
+    mask: Any, history: list[dict[str, float]], seconds: float
+) -> dict[str, Any]:
+    """One result record of a masked training run (what every study stores)."""
+    test_acc = [row["test_accuracy"] for row in history]
+    return {
+        "measured_sparsity": float(masks.sparsity(mask)),
+        "sparsity_by_layer": masks.sparsity_by_layer(mask),
+        "final_test_accuracy": test_acc[-1],
+        "best_test_accuracy_selected_on_test": max(test_acc),
+        "best_epoch": test_acc.index(max(test_acc)),
+        "train_s": seconds,
+        "history": history,
+    }

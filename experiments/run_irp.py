@@ -310,15 +310,7 @@ def train_baseline(setup: Setup, mask) -> dict[str, Any]:
         setup.train_data,
         setup.test_data,
     )
-    test_acc = [row["test_accuracy"] for row in history]
-    return {
-        "measured_sparsity": float(masks.sparsity(mask)),
-        "sparsity_by_layer": masks.sparsity_by_layer(mask),
-        "final_test_accuracy": test_acc[-1],
-        "best_test_accuracy_selected_on_test": max(test_acc),
-        "train_s": time.perf_counter() - tic,
-        "history": history,
-    }
+    return common.summarize_training(mask, history, time.perf_counter() - tic)
 
 
 def run_baselines(config, setup: Setup, workdir: str) -> list[dict[str, Any]]:

@@ -133,16 +133,7 @@ def train_run(recipe, data_key, params, model_state, mask, datasets) -> dict:
     _, history = common.train_masked(
         recipe, data_key, params, model_state, mask, *datasets, progress=False
     )
-    test_acc = [row["test_accuracy"] for row in history]
-    return {
-        "measured_sparsity": float(masks.sparsity(mask)),
-        "sparsity_by_layer": masks.sparsity_by_layer(mask),
-        "final_test_accuracy": test_acc[-1],
-        "best_test_accuracy_selected_on_test": max(test_acc),
-        "best_epoch": int(np.argmax(test_acc)),
-        "train_s": time.perf_counter() - tic,
-        "history": history,
-    }
+    return common.summarize_training(mask, history, time.perf_counter() - tic)
 
 
 def run_seed(seed, todo, recipe, apply_fn, host_train, datasets, config, on_done):

@@ -5,6 +5,7 @@ import os
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import chex  # noqa: E402
+import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import pytest  # noqa: E402
@@ -20,6 +21,19 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+class TinyMLP(nn.Module):
+    """A Flax MLP on flattened images with a ``head`` output layer, for tests."""
+
+    num_classes: int = 3
+    hidden: int = 8
+
+    @nn.compact
+    def __call__(self, x, *, train: bool = False):
+        del train
+        x = nn.relu(nn.Dense(self.hidden)(x.reshape(x.shape[0], -1)))
+        return nn.Dense(self.num_classes, name="head")(x)
 
 
 @pytest.fixture

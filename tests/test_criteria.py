@@ -577,31 +577,6 @@ def test_jitted_prune_at_init_compiles_once_across_sparsities(
 # ---- compute_scores and batch validation -----------------------------------------
 
 
-@pytest.mark.parametrize("name", sorted(criteria.CRITERIA))
-def test_compute_scores_pruned_weights_score_lowest(
-    name, key, tiny_params, tiny_batch, tiny_apply_fn
-):
-    mask = masks.dense_mask(tiny_params)
-    mask["Dense_0"]["kernel"] = jnp.array([[T, F, T], [F, T, T], [T, T, F], [T, F, T]])
-    mask["Dense_1"]["kernel"] = jnp.array([[F, T], [T, T], [T, F]])
-    scores = criteria.compute_scores(
-        key,
-        criteria.CRITERIA[name],
-        tiny_params,
-        tiny_batch,
-        apply_fn=tiny_apply_fn,
-        mask=mask,
-    )
-    flat_s, flat_m = ravel_pytree(scores)[0], ravel_pytree(mask)[0]
-    assert all(s.dtype == jnp.float32 for s in jax.tree.leaves(scores))
-    np.testing.assert_array_equal(flat_s[~flat_m], LOWEST)
-    assert np.isfinite(flat_s).all()
-    assert float(flat_s[flat_m].min()) > LOWEST
-    kept = masks.mask_from_scores(scores, 0.5)
-    for k, m in zip(jax.tree.leaves(kept), jax.tree.leaves(mask), strict=True):
-        assert not (np.asarray(k) & ~np.asarray(m)).any()
-
-
 def test_compute_scores_without_mask_is_the_criterion(
     key, tiny_params, tiny_batch, tiny_apply_fn
 ):

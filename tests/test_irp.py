@@ -6,26 +6,15 @@ import os
 import shutil
 
 import chex
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import assert_trees_all_equal
+from conftest import TinyMLP, assert_trees_all_equal
 
 from autosparse_jax import checkpoint, data, irp, masks, train
 
 PREPROCESS = data.PreprocessConfig(mean=(0.5,), std=(0.25,))
-
-
-class TinyMLP(nn.Module):
-    num_classes: int = 3
-
-    @nn.compact
-    def __call__(self, x, *, train: bool = False):
-        del train
-        x = nn.relu(nn.Dense(16)(x.reshape(x.shape[0], -1)))
-        return nn.Dense(self.num_classes, name="head")(x)
 
 
 def _setup(num=64):
@@ -34,7 +23,7 @@ def _setup(num=64):
         "image": rng.integers(0, 256, (num, 4, 4, 1), dtype=np.uint8),
         "label": rng.integers(0, 3, (num,)).astype(np.int32),
     }
-    model = TinyMLP()
+    model = TinyMLP(hidden=16)
     params = model.init(jax.random.key(0), jnp.zeros((1, 4, 4, 1)))["params"]
     return model, params, train.to_device(dataset)
 
@@ -275,7 +264,7 @@ def test_directory_of_another_model_is_refused(tmp_path):
     config = dataclasses.replace(CONFIG, num_rounds=1)
     _run(config, checkpoint_dir=tmp_path)
     _, _, dataset = _setup()
-    wider = TinyMLP(num_classes=4)
+    wider = TinyMLP(num_classes=4, hidden=16)
     params = wider.init(jax.random.key(0), jnp.zeros((1, 4, 4, 1)))["params"]
     with pytest.raises(ValueError, match="another model"):
         irp.irp(

@@ -11,22 +11,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import assert_trees_all_close, assert_trees_all_equal
+from conftest import TinyMLP, assert_trees_all_close, assert_trees_all_equal
 
 from autosparse_jax import data, masks, train
 
 PREPROCESS = data.PreprocessConfig(mean=(0.5,), std=(0.25,))
-
-
-class TinyMLP(nn.Module):
-    num_classes: int = 3
-
-    @nn.compact
-    def __call__(self, x, *, train: bool = False):
-        del train
-        x = x.reshape(x.shape[0], -1)
-        x = nn.relu(nn.Dense(8)(x))
-        return nn.Dense(self.num_classes, name="head")(x)
 
 
 class TinyBN(nn.Module):
