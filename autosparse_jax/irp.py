@@ -348,8 +348,9 @@ def irp(
     directory = None if checkpoint_dir is None else os.fspath(checkpoint_dir)
     fingerprint = _fingerprint(params)
     dense = masks.dense_mask(params)
+    last = None if directory is None else _last_round(directory)
     rewind_params, rewind_state = params, model_state
-    if config.rewind_step:
+    if config.rewind_step and last is None:  # On resume it comes from the save.
         late_rewind = _late_rewind_fn(config, model, optimizer, preprocess)
         rewind_params, rewind_state = jax.jit(late_rewind)(
             jax.random.fold_in(key, _REWIND_STREAM), params, model_state, train_data
@@ -358,7 +359,6 @@ def irp(
     carry = _Carry(rewind_params, rewind_state, dense, counts)
     state = train.init_train_state(rewind_params, dense, optimizer, rewind_state)
     masks_so_far, history, start = [dense], [], 0
-    last = None if directory is None else _last_round(directory)
     if last is not None:
         path = os.path.join(directory, f"round_{last:02d}")
         meta = checkpoint.load_metadata(path)

@@ -279,3 +279,14 @@ def test_directory_of_another_model_is_refused(tmp_path):
             progress=False,
         )
     assert sorted(os.listdir(tmp_path)) == ["round_00"]
+
+
+def test_resume_with_late_rewinding_is_exact(tmp_path):
+    config = dataclasses.replace(CONFIG, rewind_step=3)
+    full = _run(config, checkpoint_dir=tmp_path / "a")
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    shutil.rmtree(tmp_path / "b" / "round_02")
+    resumed = _run(config, checkpoint_dir=tmp_path / "b")
+    assert_trees_all_equal(resumed.rewind_params, full.rewind_params)
+    assert_trees_all_equal(list(resumed.masks), list(full.masks))
+    assert_trees_all_equal(resumed.final_state.params, full.final_state.params)
