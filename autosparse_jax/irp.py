@@ -385,7 +385,7 @@ def irp(
         history[-1].setdefault("checkpoint_seconds", float("nan"))
 
     run_round = jax.jit(_round_fn(config, model, optimizer, preprocess))
-    show = progress if progress is not None else os.isatty(2)
+    show = train._show_progress(progress)
     for r in tqdm(range(start, config.num_rounds), disable=not show, unit="round"):
         tic = time.perf_counter()
         carry, state, metrics = run_round(
@@ -481,7 +481,7 @@ def irp_seeds(
         )
     )
     all_masks, history, state = [dense], [], None
-    show = progress if progress is not None else os.isatty(2)
+    show = train._show_progress(progress)
     for r in tqdm(range(config.num_rounds), disable=not show, unit="round"):
         tic = time.perf_counter()
         carry, state, metrics = run_round(
