@@ -140,7 +140,7 @@ def snip(
     """
     del key
     w = masks.apply_mask(params, mask)
-    grad = _mean_over_batches(lambda b: _loss_grad(apply_fn, w, b), batch)
+    grad = loss_gradient(w, batch, apply_fn=apply_fn)
     return _normalized(jax.tree.map(lambda p, g: jnp.abs(p * g), w, grad))
 
 
@@ -170,7 +170,68 @@ def grasp(
     """
     del key
     w = masks.apply_mask(params, mask)
-    grad = _mean_over_batches(lambda b: _loss_grad(apply_fn, w, b, temperature), batch)
+    hg = hessian_gradient_product(
+        params, mask, batch, apply_fn=apply_fn, temperature=temperature
+    )
+    return _normalized(jax.tree.map(jnp.multiply, w, hg))
+
+
+def loss_gradient(
+    params: Params, batch: Batch, *, apply_fn: ApplyFn, temperature: float = 1.0
+) -> Params:
+    """Mean over the batches of ``batch`` of the loss gradient ``dL/dw``.
+
+    ``L`` is the mean cross-entropy of ``apply_fn(params, x) / temperature``
+    on one batch (SNIP's and AutoS's ``g0`` at ``temperature = 1``).
+
+    Args:
+      params: the params.
+      batch: one batch ``[B, ...]`` or ``K`` stacked batches ``[K, B, ...]``
+        of preprocessed images.
+      apply_fn: ``apply_fn(params, x) -> logits``.
+      temperature: divides the logits.
+
+    Returns:
+      A pytree parallel to ``params``.
+
+    Example:
+      >>> g0 = loss_gradient(params, batches, apply_fn=apply_fn)
+    """
+    return _mean_over_batches(
+        lambda b: _loss_grad(apply_fn, params, b, temperature), batch
+    )
+
+
+def hessian_gradient_product(
+    params: Params,
+    mask: Mask,
+    batch: Batch,
+    *,
+    apply_fn: ApplyFn,
+    temperature: float = GRASP_TEMPERATURE,
+) -> Params:
+    """GraSP's ``Hg`` at ``params * mask`` (mean over the batches of ``batch``).
+
+    ``g`` is ``loss_gradient`` at ``temperature``, restricted to the alive
+    prunable weights and stopped; ``H`` is the Hessian of the same loss,
+    applied forward-over-reverse (no Hessian is formed).
+
+    Args:
+      params: the params.
+      mask: a ``Mask``; pruned weights are zero and carry no ``g``.
+      batch: one batch or ``K`` stacked batches of preprocessed images.
+      apply_fn: ``apply_fn(params, x) -> logits``.
+      temperature: divides the logits (GraSP uses 200).
+
+    Returns:
+      A pytree parallel to ``params``.
+
+    Example:
+      >>> hg = hessian_gradient_product(params, dense_mask(params), batch,
+      ...                               apply_fn=apply_fn)
+    """
+    w = masks.apply_mask(params, mask)
+    grad = loss_gradient(w, batch, apply_fn=apply_fn, temperature=temperature)
     # g lives on the alive prunable weights only (the reference builds it from the
     # kernels): pruned weights and biases carry no gradient signal to preserve.
     alive_kernels = jax.tree_util.tree_map_with_path(
@@ -182,8 +243,7 @@ def grasp(
         grad_fn = lambda p: _loss_grad(apply_fn, p, b, temperature)  # noqa: E731
         return jax.jvp(grad_fn, (w,), (grad,))[1]
 
-    hg = _mean_over_batches(hessian_grad, batch)
-    return _normalized(jax.tree.map(jnp.multiply, w, hg))
+    return _mean_over_batches(hessian_grad, batch)
 
 
 def _pow2_scale(kernel: jax.Array) -> jax.Array:
