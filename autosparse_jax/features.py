@@ -1,0 +1,475 @@
+"""Per-weight features at initialisation for the AutoS scorer.
+
+A feature is a function of ONE weight: its scalars at initialisation
+(``WeightInputs``: the weight ``w0``, the loss gradient ``g0``, GraSP's
+Hessian-gradient product and the SynFlow score) and the static context of its
+layer (``LeafContext``). ``compute_features`` lifts the per-weight functions
+of a feature set over every prunable weight with ``jax.vmap`` (Liu, Cheng et
+al. 2024, "Learning effective pruning at initialization from iterative
+pruning", arXiv 2408.14757, section 3).
+"""
+
+import dataclasses
+import math
+from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
+from typing import Any, Literal, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.extend import core as jax_core
+
+from autosparse_jax import criteria, masks
+from autosparse_jax.types import (
+    ApplyFn,
+    Batch,
+    Features,
+    Params,
+    PRNGKey,
+    PrunableFn,
+    Scores,
+)
+
+Gradient = Literal["mean", "sum"]
+Normalization = Literal["none", "network", "layer"]
+_GRADIENTS = ("mean", "sum")
+_NORMALIZATIONS = ("none", "network", "layer")
+_TINY = 1e-30
+
+
+class LeafContext(NamedTuple):
+    """Static context of one prunable leaf (Python ints).
+
+    Attributes:
+      layer_index: position among the prunable leaves in the order the forward
+        pass first uses them (0 = nearest the input).
+      num_layers: number of prunable leaves.
+      fan_in: inputs per output unit, ``prod(shape[:-1])``.
+      fan_out: outputs per input unit, ``shape[-1] * prod(shape[:-2])``.
+      size: number of weights in the leaf.
+    """
+
+    layer_index: int
+    num_layers: int
+    fan_in: int
+    fan_out: int
+    size: int
+
+
+class WeightInputs(NamedTuple):
+    """Traced scalars of one weight at initialisation (each of shape ``()``).
+
+    Inputs a feature set does not read are zeros (not computed).
+    """
+
+    weight: jax.Array
+    grad: jax.Array
+    hess_grad: jax.Array
+    synflow: jax.Array
+
+
+FeatureFn = Callable[[WeightInputs, LeafContext], jax.Array]
+"""``fn(inputs, context) -> [k]`` float32, for one weight."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class FeatureConfig:
+    """How features were computed; a scorer only accepts features made this way.
+
+    Attributes:
+      feature_set: a key of ``FEATURE_SETS``.
+      gradient: ``"mean"`` of the per-batch mean gradients (default) or their
+        ``"sum"`` (the authors' code, summed over the whole training set).
+      normalization: ``"none"``; ``"network"`` divides each scalar input by its
+        root mean square over all prunable weights of the network; ``"layer"``
+        by its root mean square over the weight's layer (scale-free within a
+        layer; the between-layer scale is then only in the context features).
+    """
+
+    feature_set: str = "paper"
+    gradient: Gradient = "mean"
+    normalization: Normalization = "none"
+
+    def __post_init__(self):
+        _check_choice("feature_set", self.feature_set, tuple(FEATURE_SETS))
+        _check_choice("gradient", self.gradient, _GRADIENTS)
+        _check_choice("normalization", self.normalization, _NORMALIZATIONS)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The feature names, one per column."""
+        return FEATURE_NAMES[self.feature_set]
+
+
+def _check_choice(name: str, value: Any, valid: tuple[str, ...]) -> None:
+    if value not in valid:
+        raise ValueError(f"{name} must be one of {valid}, got {value!r}.")
+
+
+# ------------------------------------------------------ per-weight features
+
+
+def initial_weight(x: WeightInputs, ctx: LeafContext) -> jax.Array:
+    """``[w0]``."""
+    del ctx
+    return x.weight[None]
+
+
+def initial_grad(x: WeightInputs, ctx: LeafContext) -> jax.Array:
+    """``[g0]``."""
+    del ctx
+    return x.grad[None]
+
+
+def log_snip(x: WeightInputs, ctx: LeafContext) -> jax.Array:
+    """``[log |w0 * g0|]``: the SNIP saliency on a log scale."""
+    del ctx
+    return jnp.log(jnp.maximum(jnp.abs(x.weight * x.grad), _TINY))[None]
+
+
+def grasp_term(x: WeightInputs, ctx: LeafContext) -> jax.Array:
+    """``[w0 * Hg]``: GraSP's keep-score (signed)."""
+    del ctx
+    return (x.weight * x.hess_grad)[None]
+
+
+def log_synflow(x: WeightInputs, ctx: LeafContext) -> jax.Array:
+    """``[log synflow]``: the one-shot SynFlow score on a log scale."""
+    del ctx
+    return jnp.log(jnp.maximum(x.synflow, _TINY))[None]
+
+
+def layer_shape(x: WeightInputs, ctx: LeafContext) -> jax.Array:
+    """``[log fan_in, log fan_out]`` of the weight's layer."""
+    del x
+    return jnp.log(jnp.array([ctx.fan_in, ctx.fan_out], jnp.float32))
+
+
+def relative_depth(x: WeightInputs, ctx: LeafContext) -> jax.Array:
+    """``[layer_index / (num_layers - 1)]``: 0 at the input, 1 at the output."""
+    del x
+    return jnp.array([ctx.layer_index / max(ctx.num_layers - 1, 1)], jnp.float32)
+
+
+FEATURE_SETS: Mapping[str, tuple[FeatureFn, ...]] = MappingProxyType(
+    {
+        "paper": (initial_weight, initial_grad),
+        "extended": (
+            initial_weight,
+            initial_grad,
+            log_snip,
+            grasp_term,
+            log_synflow,
+            layer_shape,
+            relative_depth,
+        ),
+    }
+)
+"""Read-only: feature set name -> per-weight feature functions."""
+
+FEATURE_NAMES: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {
+        "paper": ("w0", "g0"),
+        "extended": (
+            "w0",
+            "g0",
+            "log|w0*g0|",
+            "w0*Hg",
+            "log synflow",
+            "log fan_in",
+            "log fan_out",
+            "relative depth",
+        ),
+    }
+)
+"""Read-only: feature set name -> column names."""
+
+_NEEDS_HESS_GRAD = (grasp_term,)
+_NEEDS_SYNFLOW = (log_synflow,)
+
+
+# ----------------------------------------------------------------- context
+
+
+def _first_use_order(jaxpr: Any, leaf_of: dict, order: list) -> None:
+    """Appends leaf ids to ``order`` in the order ``jaxpr`` first reads them."""
+    for eqn in jaxpr.eqns:
+        used = [leaf_of[v] for v in eqn.invars if _is_var(v) and v in leaf_of]
+        subs = list(jax_core.jaxprs_in_params(eqn.params))
+        for sub in subs:
+            if len(sub.invars) == len(eqn.invars):
+                inner = {
+                    iv: leaf_of[ov]
+                    for ov, iv in zip(eqn.invars, sub.invars, strict=True)
+                    if _is_var(ov) and ov in leaf_of
+                }
+                _first_use_order(sub, inner, order)
+        order.extend(sorted(set(used)))  # read by an opaque call: tree order
+
+
+def _is_var(v: Any) -> bool:
+    return not isinstance(v, jax_core.Literal)
+
+
+def layer_contexts(
+    params: Params,
+    *,
+    apply_fn: ApplyFn,
+    input_shape: Sequence[int],
+    prunable: PrunableFn = masks.is_prunable,
+) -> list[LeafContext | None]:
+    """The ``LeafContext`` of every leaf of ``params`` (host; ``None``: not prunable).
+
+    Depth is the order in which ``apply_fn`` first reads each prunable leaf
+    (from its jaxpr), not the alphabetical tree order, which puts ``Conv_10``
+    before ``Conv_2``.
+
+    Args:
+      params: the params (only shapes are read).
+      apply_fn: ``apply_fn(params, x) -> logits``.
+      input_shape: one example's shape, e.g. ``(28, 28, 1)``.
+      prunable: predicate ``(path, leaf) -> bool``.
+
+    Returns:
+      One entry per leaf, in ``jax.tree.leaves`` order.
+
+    Example:
+      >>> layer_contexts(params, apply_fn=apply_fn, input_shape=(28, 28, 1))[0]
+      LeafContext(layer_index=0, num_layers=3, fan_in=784, fan_out=300, ...)
+    """
+    items, flags, _ = masks._flatten(params, prunable, "params")
+    x = jax.ShapeDtypeStruct((1, *input_shape), jnp.float32)
+    closed = jax.make_jaxpr(apply_fn)(params, x)
+    invars = closed.jaxpr.invars[: len(items)]
+    order: list[int] = []
+    _first_use_order(closed.jaxpr, {v: i for i, v in enumerate(invars)}, order)
+    seen = list(dict.fromkeys(i for i in order if flags[i]))
+    seen += [i for i, f in enumerate(flags) if f and i not in seen]  # unused leaves
+    depth = {i: d for d, i in enumerate(seen)}
+    out: list[LeafContext | None] = []
+    for i, (_, leaf) in enumerate(items):
+        shape = np.shape(leaf)
+        out.append(
+            LeafContext(
+                layer_index=depth[i],
+                num_layers=len(seen),
+                fan_in=math.prod(shape[:-1]),
+                fan_out=shape[-1] * math.prod(shape[:-2]),
+                size=math.prod(shape),
+            )
+            if flags[i]
+            else None
+        )
+    return out
+
+
+# ------------------------------------------------------------ computation
+
+
+def _leaf_features(
+    inputs: WeightInputs, ctx: LeafContext, fns: Sequence[FeatureFn]
+) -> jax.Array:
+    """The features of every weight of one leaf: ``shape + (F,)``."""
+
+    def one(x: WeightInputs) -> jax.Array:
+        return jnp.concatenate([f(x, ctx) for f in fns]).astype(jnp.float32)
+
+    flat = jax.tree.map(jnp.ravel, inputs)
+    return jax.vmap(one)(flat).reshape(*inputs.weight.shape, -1)
+
+
+def _rms(xs: Sequence[jax.Array]) -> jax.Array:
+    total = sum(jnp.sum(jnp.square(x)) for x in xs)
+    return jnp.sqrt(total / sum(x.size for x in xs))
+
+
+def _normalize(inputs: list[WeightInputs], normalization: str) -> list[WeightInputs]:
+    """Divides each scalar input by its RMS over the network or the layer."""
+    if normalization == "none":
+        return inputs
+    fields = range(len(WeightInputs._fields))
+    if normalization == "network":
+        scales = [_rms([x[f] for x in inputs]) for f in fields]
+        per_leaf = [scales] * len(inputs)
+    else:
+        per_leaf = [[_rms([x[f]]) for f in fields] for x in inputs]
+    return [
+        WeightInputs(
+            *(v / jnp.where(s > 0, s, 1.0) for v, s in zip(x, sc, strict=True))
+        )
+        for x, sc in zip(inputs, per_leaf, strict=True)
+    ]
+
+
+def compute_features(
+    key: PRNGKey,
+    params: Params,
+    batches: Batch,
+    *,
+    apply_fn: ApplyFn,
+    feature_set: str = "paper",
+    gradient: Gradient = "mean",
+    normalization: Normalization = "none",
+    prunable: PrunableFn = masks.is_prunable,
+) -> Features:
+    """Features of every weight at initialisation, parallel to ``params``.
+
+    ``g0`` is the loss gradient averaged (or, with ``gradient="sum"``, summed)
+    over the ``K`` batches of ``batches``; BatchNorm runs as ``apply_fn`` does.
+    GraSP's ``Hg`` and the SynFlow score are computed only when the feature set
+    reads them. Each weight's features come from the set's per-weight
+    functions, lifted over the leaf with ``jax.vmap``.
+
+    Args:
+      key: PRNG key (unused; the criteria's uniform signature).
+      params: the params at initialisation.
+      batches: one batch ``[B, ...]`` or ``K`` stacked batches ``[K, B, ...]``
+        of preprocessed float images.
+      apply_fn: ``apply_fn(params, x) -> logits``.
+      feature_set: a key of ``FEATURE_SETS``. Static.
+      gradient: ``"mean"`` or ``"sum"`` over the batches. Static.
+      normalization: ``"none"``, ``"network"`` or ``"layer"`` (see
+        ``FeatureConfig``). Static.
+      prunable: predicate ``(path, leaf) -> bool``. Static.
+
+    Returns:
+      float32 features; leaf shape ``param.shape + (F,)``, zeros for leaves
+      that are not prunable (they are never scored).
+
+    Raises:
+      ValueError: on an unknown option or uint8 images.
+
+    Example:
+      >>> feats = compute_features(key, params, batches, apply_fn=apply_fn)
+      >>> jax.tree.leaves(feats)[1].shape    # Dense_0/kernel (784, 300) + (2,)
+      (784, 300, 2)
+    """
+    del key
+    config = FeatureConfig(
+        feature_set=feature_set, gradient=gradient, normalization=normalization
+    )
+    fns = FEATURE_SETS[config.feature_set]
+    stacked = criteria._stacked(batches)
+    contexts = layer_contexts(
+        params,
+        apply_fn=apply_fn,
+        input_shape=stacked["image"].shape[2:],
+        prunable=prunable,
+    )
+    mask = masks.dense_mask(params)
+    grad = criteria.loss_gradient(params, stacked, apply_fn=apply_fn)
+    if gradient == "sum":
+        grad = jax.tree.map(lambda g: g * stacked["label"].shape[0], grad)
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    hess_grad, synflow = zeros, zeros
+    if any(f in _NEEDS_HESS_GRAD for f in fns):
+        hess_grad = criteria.hessian_gradient_product(
+            params, mask, stacked, apply_fn=apply_fn
+        )
+    if any(f in _NEEDS_SYNFLOW for f in fns):
+        synflow = criteria.synflow_scores(
+            params, mask, apply_fn=apply_fn, input_shape=stacked["image"].shape[2:]
+        )
+    leaves, treedef = jax.tree.flatten(params)
+    columns = [jax.tree.leaves(t) for t in (params, grad, hess_grad, synflow)]
+    chosen = [i for i, c in enumerate(contexts) if c is not None]
+    inputs = _normalize(
+        [WeightInputs(*(col[i] for col in columns)) for i in chosen], normalization
+    )
+    out = [jnp.zeros((*np.shape(p), len(config.names)), jnp.float32) for p in leaves]
+    for i, x in zip(chosen, inputs, strict=True):
+        out[i] = _leaf_features(x, contexts[i], fns)
+    return jax.tree.unflatten(treedef, out)
+
+
+def num_features(feature_set: str) -> int:
+    """The width ``F`` of a feature set."""
+    _check_choice("feature_set", feature_set, tuple(FEATURE_SETS))
+    return len(FEATURE_NAMES[feature_set])
+
+
+# ------------------------------------------------------- flat <-> pytree
+
+
+def stack_features(
+    features: Features, *, prunable: PrunableFn = masks.is_prunable
+) -> jax.Array:
+    """The prunable weights' features as one ``[N, F]`` array (tree order).
+
+    ``prunable`` is evaluated on the feature leaves without their last axis.
+
+    Example:
+      >>> x = stack_features(feats)      # [266200, 2] for LeNet-300-100
+    """
+    leaves = _prunable_leaves(features, prunable)
+    return jnp.concatenate([x.reshape(-1, x.shape[-1]) for _, x in leaves])
+
+
+def _prunable_leaves(features: Features, prunable: PrunableFn) -> list:
+    items = jax.tree_util.tree_flatten_with_path(features)[0]
+    chosen = [
+        (i, x)
+        for i, (path, x) in enumerate(items)
+        if prunable(path, jax.ShapeDtypeStruct(np.shape(x)[:-1], x.dtype))
+    ]
+    if not chosen:
+        raise ValueError("features have no prunable leaves; check prunable=.")
+    return chosen
+
+
+def stack_leaves(tree: Any, *, prunable: PrunableFn = masks.is_prunable) -> jax.Array:
+    """The prunable leaves of a params-shaped tree (scores, labels) as ``[N]``.
+
+    Example:
+      >>> labels = stack_leaves(irp.survival_scores(result.masks))
+    """
+    items, flags, _ = masks._flatten(tree, prunable, "tree")
+    return jnp.concatenate(
+        [jnp.ravel(x) for (_, x), f in zip(items, flags, strict=True) if f]
+    )
+
+
+def layer_ids(
+    params: Params, *, prunable: PrunableFn = masks.is_prunable
+) -> np.ndarray:
+    """The prunable leaf (0, 1, ...) of each weight of ``stack_leaves`` (host).
+
+    Example:
+      >>> layer_ids(params)        # [266200] int32 for LeNet-300-100
+    """
+    items, flags, _ = masks._flatten(params, prunable, "params")
+    sizes = [
+        math.prod(np.shape(x)) for (_, x), f in zip(items, flags, strict=True) if f
+    ]
+    return np.repeat(np.arange(len(sizes), dtype=np.int32), sizes)
+
+
+def unstack_scores(
+    flat: jax.Array, like: Params, *, prunable: PrunableFn = masks.is_prunable
+) -> Scores:
+    """Inverse of ``stack_leaves``: ``[N]`` scores back into a params-shaped tree.
+
+    Non-prunable leaves get zeros (they are never scored).
+
+    Raises:
+      ValueError: ``flat`` does not have one entry per prunable weight.
+
+    Example:
+      >>> scores = unstack_scores(predictions, params)
+    """
+    items, flags, treedef = masks._flatten(like, prunable, "like")
+    sizes = [
+        math.prod(np.shape(x)) for (_, x), f in zip(items, flags, strict=True) if f
+    ]
+    if flat.shape != (sum(sizes),):
+        raise ValueError(
+            f"flat scores have shape {flat.shape}, expected ({sum(sizes)},): one "
+            "per prunable weight of `like`, in stack_leaves order."
+        )
+    parts = iter(jnp.split(flat, np.cumsum(sizes)[:-1].tolist()))
+    out = [
+        next(parts).reshape(np.shape(x)) if f else jnp.zeros(np.shape(x), flat.dtype)
+        for (_, x), f in zip(items, flags, strict=True)
+    ]
+    return jax.tree.unflatten(treedef, out)
