@@ -118,6 +118,25 @@ def train_masked(
     )
 
 
+def score_batches(
+    key: jax.Array, host_train: Mapping[str, Any], dataset: str, num: int, size: int
+) -> dict[str, jax.Array]:
+    """``num`` stacked preprocessed batches of ``size`` training images.
+
+    Image ``[num, size, H, W, C]`` float32, label ``[num, size]``, drawn without
+    repeats from the host training set: what the criteria and the AutoS
+    features are computed on.
+    """
+    batch = data.sample_batch(key, host_train, num * size)
+    images = data.preprocess(
+        None, batch["image"], data.preprocess_config(dataset), train=False
+    )
+    return {
+        "image": images.reshape(num, size, *images.shape[1:]),
+        "label": batch["label"].reshape(num, size),
+    }
+
+
 def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> None:
     """Writes ``config.json``; refuses a directory made with another config.
 

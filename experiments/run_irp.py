@@ -235,19 +235,6 @@ def timed(fn, repeats: int = 5) -> float:
     return float(np.median(times))
 
 
-def score_batches(key: jax.Array, config, setup: Setup) -> dict[str, jax.Array]:
-    """What SNIP scores on in a round: ``[K, B, ...]`` preprocessed train images."""
-    num, size = config.irp.num_score_batches, config.irp.batch_size
-    batch = data.sample_batch(key, setup.host_train, num * size)
-    images = data.preprocess(
-        None, batch["image"], data.preprocess_config(config.dataset), train=False
-    )
-    return {
-        "image": images.reshape(num, size, *images.shape[1:]),
-        "label": batch["label"].reshape(num, size),
-    }
-
-
 def time_overheads(config, setup: Setup, result: irp.IRPResult) -> dict[str, float]:
     """Seconds of a round's score + prune + rewind, and of its evaluation.
 
@@ -271,7 +258,14 @@ def time_overheads(config, setup: Setup, result: irp.IRPResult) -> dict[str, flo
 
     fn = jax.jit(prune_rewind)
     args = (setup.prune_key, state.params, state.model_state, result.rewind_params)
-    args += (state.mask, score_batches(setup.prune_key, config, setup))
+    batch = common.score_batches(
+        setup.prune_key,
+        setup.host_train,
+        config.dataset,
+        config.irp.num_score_batches,
+        config.irp.batch_size,
+    )
+    args += (state.mask, batch)
     evaluate = setup.recipe.evaluate
     return {
         "prune_rewind_s": timed(lambda: fn(*args)),
@@ -502,6 +496,25 @@ def plot(config, rows, baselines, path: str) -> None:
     plt.close(fig)
 
 
+def save_labels(config, setup: Setup, result: irp.IRPResult, path: str) -> None:
+    """Writes the run as AutoS training data (``irp.save_labels``), once."""
+    if os.path.exists(path):
+        return
+    irp.save_labels(
+        path,
+        result,
+        config=irp.IRPConfig(**config.irp),
+        init_params=setup.params,
+        init_model_state=setup.model_state,
+        metadata={
+            "model": config.model,
+            "dataset": config.dataset,
+            "train_split": config.train_split,
+            "seed": config.seed,
+        },
+    )
+
+
 # ---------------------------------------------------------------------- main
 
 
@@ -519,14 +532,21 @@ def main(argv: list[str] | None = None) -> None:
         "--workdir", default=None, help="default experiments/results/irp_<config>"
     )
     parser.add_argument("--quick", action="store_true", help="CPU smoke test")
+    parser.add_argument(
+        "--seed", type=int, default=None, help="overrides config.seed (new workdir)"
+    )
     args = parser.parse_args(argv)
 
     tic = time.perf_counter()
     config = load_config(args.config, args.quick)
     workdir = args.workdir or default_workdir(args.config, args.quick)
+    if args.seed is not None:
+        config.seed = args.seed
+        workdir = args.workdir or f"{workdir}_seed{args.seed}"
     common.prepare_workdir(workdir, config)
     setup = make_setup(config)
     result, rows, stats = run_rounds(config, setup, workdir)
+    save_labels(config, setup, result, os.path.join(workdir, "labels"))
     overheads = time_overheads(config, setup, result)
     baselines = run_baselines(config, setup, workdir)
     path = os.path.join(workdir, "invocations.jsonl")

@@ -77,23 +77,6 @@ def read_runs(path: str) -> dict[tuple[str, float, int], dict[str, Any]]:
 # ---------------------------------------------------------- scoring, training
 
 
-def score_batch(key: jax.Array, train_data: dict, config) -> dict[str, jax.Array]:
-    """``K`` stacked preprocessed batches: image ``[K, B, H, W, C]``, label ``[K, B]``.
-
-    ``K = pai.num_score_batches``, ``B = pai.score_batch_size``, drawn without
-    repeats from the (host) training set.
-    """
-    num, size = config.pai.num_score_batches, config.pai.score_batch_size
-    batch = data.sample_batch(key, train_data, num * size)
-    images = data.preprocess(
-        None, batch["image"], data.preprocess_config(config.dataset), train=False
-    )
-    return {
-        "image": images.reshape(num, size, *images.shape[1:]),
-        "label": batch["label"].reshape(num, size),
-    }
-
-
 def device_name() -> str:
     """The accelerator kind and host core count, recorded with every run."""
     return f"{jax.devices()[0].device_kind} ({os.cpu_count()} host cores)"
@@ -143,7 +126,13 @@ def run_seed(seed, todo, recipe, apply_fn, host_train, datasets, config, on_done
     del key
     batch_key, prune_key = jax.random.split(score_key)
     params, model_state = models.init_params(init_key, recipe.model, recipe.input_shape)
-    batch = score_batch(batch_key, host_train, config)
+    batch = common.score_batches(
+        batch_key,
+        host_train,
+        config.dataset,
+        config.pai.num_score_batches,
+        config.pai.score_batch_size,
+    )
     for method, sparsity in todo:
         record = {"method": method, "sparsity": sparsity, "seed": seed}
         record["device"] = device_name()
