@@ -54,6 +54,7 @@ format: $(VENV)/.installed-test
 
 bench: $(VENV)/.installed-demo fashion-mnist
 	$(PY) -m experiments.bench_train
+	$(PY) -m experiments.bench_scorer
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -4,13 +4,15 @@ They check that the scripts run end to end and write what they promise; they
 assert nothing about accuracy.
 """
 
+import csv
 import json
 import os
 
+import jax
 import pytest
 
-from autosparse_jax import _tfds_datasets
-from experiments import common, demo, run_irp, run_pai_baselines
+from autosparse_jax import _tfds_datasets, irp, masks, models, scorer
+from experiments import common, demo, run_irp, run_pai_baselines, run_scorer
 
 needs_fashion_mnist = pytest.mark.skipif(
     _tfds_datasets.find_source_dir(_tfds_datasets.candidate_dirs(None)) is None,
@@ -82,3 +84,67 @@ def test_irp_quick_runs_resumes_and_writes_outputs(tmp_path):
     assert {"summary.md", "irp_curve.png", "config.json"} <= set(os.listdir(tmp_path))
     run_irp.main(argv)  # everything done: resumes, trains nothing new
     assert common.read_jsonl(str(tmp_path / "history.jsonl")) == rounds
+
+
+def _synthetic_labels(path, seed: int, num_rounds: int = 3) -> None:
+    """A labelled 'IRP run' of LeNet-300-100 whose counts are random (plumbing)."""
+    model = models.get_model("lenet300_100", num_classes=10)
+    params, state = models.init_params(jax.random.key(seed), model, (28, 28, 1))
+    keys = iter(jax.random.split(jax.random.key(100 + seed), 16))
+    counts = jax.tree.map(
+        lambda p: jax.random.randint(next(keys), p.shape, 0, num_rounds + 1), params
+    )
+    round_masks = tuple(
+        jax.tree.map(lambda c, r=r: c >= r, counts) for r in range(num_rounds + 1)
+    )
+    history = tuple(
+        {"round": r, "sparsity": float(masks.sparsity(m))}
+        for r, m in enumerate(round_masks[1:])
+    )
+    result = irp.IRPResult(
+        masks=round_masks,
+        counts=counts,
+        rewind_params=params,
+        rewind_model_state=state,
+        final_state=None,
+        history=history,
+    )
+    irp.save_labels(
+        path,
+        result,
+        config=irp.IRPConfig(num_rounds=num_rounds),
+        init_params=params,
+        init_model_state=state,
+        metadata={
+            "model": "lenet300_100",
+            "dataset": "fashion_mnist",
+            "train_split": "train[:2000]",
+            "seed": seed,
+        },
+    )
+
+
+@pytest.mark.slow
+@needs_fashion_mnist
+def test_scorer_quick_runs_resumes_and_saves_scorers(tmp_path):
+    _synthetic_labels(str(tmp_path / "source"), seed=0)
+    _synthetic_labels(str(tmp_path / "held_out"), seed=1)
+    workdir = tmp_path / "work"
+    argv = ["--quick", "--workdir", str(workdir), "--source", str(tmp_path / "source")]
+    argv += ["--held-out", str(tmp_path / "held_out")]
+    run_scorer.main(argv)
+    with open(workdir / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    splits = ["random", "layer:Dense_0/kernel", "layer:Dense_1/kernel"]
+    splits += ["layer:head/kernel", "seed"]
+    methods = [*run_scorer.HEURISTICS, "default/paper"]
+    assert [(r["split"], r["method"]) for r in rows] == [
+        (s, m) for s in splits for m in methods
+    ]
+    assert int(rows[-1]["n"]) == 266_200
+    assert {"summary.md", "iou.png", "config.json"} <= set(os.listdir(workdir))
+    loaded = scorer.load_scorer(workdir / "scorers" / "default__paper")
+    assert loaded.feature_config.feature_set == "paper"
+    run_scorer.main(argv)  # everything done: nothing is recomputed or lost
+    with open(workdir / "metrics.csv") as f:
+        assert list(csv.DictReader(f)) == rows
