@@ -6,6 +6,7 @@ re-exported for convenience. The ``train`` host loop is ``train.train``.
 """
 
 from autosparse_jax import (
+    allocation,
     checkpoint,
     conv,
     criteria,
@@ -83,6 +84,7 @@ from autosparse_jax.train import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "allocation",
     "CRITERIA",
     "DATASETS",
     "FEATURE_SETS",
