@@ -21,7 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from autosparse_jax import checkpoint, features, masks, train
+from autosparse_jax import allocation as allocation_lib
+from autosparse_jax import checkpoint, criteria, features, masks, train
 from autosparse_jax.types import (
     ApplyFn,
     Batch,
@@ -37,6 +38,7 @@ from autosparse_jax.types import (
 Loss = Literal["mse", "ranking"]
 _LOSSES = ("mse", "ranking")
 _KIND = "autos_scorer"
+ALLOCATIONS = ("global", "learned", "erk", "uniform", "snip")
 PREDICT_CHUNK = 65_536
 """Weights scored per step of ``predict_flat`` (bounds activation memory)."""
 
@@ -214,13 +216,22 @@ def autosparse_prune(
     apply_fn: ApplyFn,
     sparsity: float | jax.Array,
     scope: Scope = "global",
+    allocation: str | None = None,
+    allocation_model: allocation_lib.AllocationModel | None = None,
     prunable: PrunableFn = masks.is_prunable,
 ) -> Mask:
     """Prunes a network at initialisation with AutoS (the paper's step 5).
 
-    Computes the features the scorer was trained on (its ``feature_config``),
-    predicts a score per weight and keeps the top ``1 - sparsity`` fraction
-    (exact count, ties by index) with ``masks.mask_from_scores``.
+    Computes the features the scorer was trained on (its ``feature_config``)
+    and predicts a score per weight. Without ``allocation``, keeps the top
+    ``1 - sparsity`` fraction globally (``scope="global"``, the paper; a layer
+    may lose every weight) or per layer (``"layerwise"``) with
+    ``masks.mask_from_scores``. With ``allocation``, the number kept per layer
+    comes from ``allocation.allocate`` and the scores rank weights within each
+    layer: ``"global"`` (the scorer's own global ranking), ``"learned"``
+    (``allocation_model``), ``"erk"``, ``"uniform"`` or ``"snip"`` (the layer
+    densities of SNIP on ``batches``); every layer then keeps at least one
+    weight. Always an exact total count, ties broken by index.
 
     Args:
       key: PRNG key (passed to ``compute_features``).
@@ -229,16 +240,25 @@ def autosparse_prune(
       batches: one batch or ``K`` stacked batches of preprocessed images.
       apply_fn: ``apply_fn(params, x) -> logits``.
       sparsity: fraction of prunable weights removed; may be traced.
-      scope: ``"global"`` (the paper) or ``"layerwise"``. Static.
+      scope: ``"global"`` (the paper) or ``"layerwise"``, without
+        ``allocation``. Static.
+      allocation: ``None`` or one of ``"global"``, ``"learned"``, ``"erk"``,
+        ``"uniform"``, ``"snip"``. Static.
+      allocation_model: an ``allocation.AllocationModel`` for ``"learned"``.
+        Static.
       prunable: predicate ``(path, leaf) -> bool``. Static.
 
     Returns:
       A ``Mask`` parallel to ``params``.
 
+    Raises:
+      ValueError: on an unknown allocation, or ``"learned"`` without a model.
+
     Example:
-      >>> prune = jax.jit(autosparse_prune, static_argnames=("apply_fn", "scope"))
+      >>> static = ("apply_fn", "allocation", "allocation_model")
+      >>> prune = jax.jit(autosparse_prune, static_argnames=static)
       >>> mask = prune(key, scorer, params, batches, apply_fn=apply_fn,
-      ...              sparsity=0.98)
+      ...              sparsity=0.99, allocation="learned", allocation_model=model)
     """
     fc = scorer.feature_config
     feats = features.compute_features(
@@ -252,7 +272,51 @@ def autosparse_prune(
         prunable=prunable,
     )
     scores = predict_scores(scorer, feats, prunable=prunable)
-    return masks.mask_from_scores(scores, sparsity, scope=scope, prunable=prunable)
+    if allocation is None:
+        return masks.mask_from_scores(scores, sparsity, scope=scope, prunable=prunable)
+    if allocation not in ALLOCATIONS:
+        raise ValueError(
+            f"allocation must be one of {ALLOCATIONS}, got {allocation!r}."
+        )
+    extra: dict[str, Any] = {}
+    if allocation == "learned":
+        input_shape = criteria._stacked(batches)["image"].shape[2:]
+        extra["phi"] = allocation_lib.layer_features(
+            params, apply_fn=apply_fn, input_shape=input_shape, prunable=prunable
+        )
+        extra["model"] = allocation_model
+    if allocation == "snip":
+        extra["reference_scores"] = criteria.compute_scores(
+            key, criteria.snip, params, batches, apply_fn=apply_fn
+        )
+    return allocation_lib.allocate(
+        scores,
+        sparsity,
+        allocation="scores" if allocation == "snip" else allocation,
+        prunable=prunable,
+        **extra,
+    )
+
+
+def within_layer_targets(y: np.ndarray, layer_ids: np.ndarray) -> np.ndarray:
+    """Survival labels as their quantile within the weight's layer, in ``[0, 1]``.
+
+    Trains a scorer (with ``normalization="layer"`` features) on the
+    within-layer ranking only: the allocation across layers is left to
+    ``allocation``. Ties get their average rank.
+
+    Example:
+      >>> y_within = within_layer_targets(y, features.layer_ids(params))
+    """
+    from scipy import stats
+
+    y, layer_ids = np.asarray(y), np.asarray(layer_ids)
+    out = np.zeros(y.shape, np.float32)
+    for layer in np.unique(layer_ids):
+        idx = layer_ids == layer
+        ranks = stats.rankdata(y[idx])
+        out[idx] = (ranks - 1) / max(idx.sum() - 1, 1)
+    return out
 
 
 # ---------------------------------------------------------------- training
