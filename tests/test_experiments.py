@@ -12,7 +12,14 @@ import jax
 import pytest
 
 from autosparse_jax import _tfds_datasets, irp, masks, models, scorer
-from experiments import common, demo, run_irp, run_pai_baselines, run_scorer
+from experiments import (
+    common,
+    demo,
+    run_allocation,
+    run_irp,
+    run_pai_baselines,
+    run_scorer,
+)
 
 needs_fashion_mnist = pytest.mark.skipif(
     _tfds_datasets.find_source_dir(_tfds_datasets.candidate_dirs(None)) is None,
@@ -148,3 +155,30 @@ def test_scorer_quick_runs_resumes_and_saves_scorers(tmp_path):
     run_scorer.main(argv)  # everything done: nothing is recomputed or lost
     with open(workdir / "metrics.csv") as f:
         assert list(csv.DictReader(f)) == rows
+
+
+@pytest.mark.slow
+@needs_fashion_mnist
+def test_allocation_quick_runs_and_resumes(tmp_path):
+    _synthetic_labels(str(tmp_path / "source"), seed=0)
+    _synthetic_labels(str(tmp_path / "held_out"), seed=1)
+    workdir = tmp_path / "work"
+    argv = ["--quick", "--workdir", str(workdir), "--source", str(tmp_path / "source")]
+    argv += ["--held-out", str(tmp_path / "held_out")]
+    run_allocation.main(argv)
+    runs = common.read_jsonl(str(workdir / "runs.jsonl"))
+    # dense + 5 allocations x 2 rankings at 0.99; the IRP oracle only exists
+    # where a synthetic round is within 0.002 of 0.99 (none here).
+    pairs = [(r["allocation"], r["ranking"]) for r in runs]
+    expected = [
+        (a, k)
+        for a in ("global", "learned", "erk", "snip")
+        for k in ("autos", "random")
+    ]
+    assert pairs == [("dense", "-"), *expected]
+    for r in runs[1:]:
+        assert r["measured_sparsity"] == pytest.approx(0.99, abs=1e-5)
+        assert max(r["sparsity_by_layer"].values()) < 1.0  # no empty layer
+    assert {"table.md", "accuracy.png", "scorers.json"} <= set(os.listdir(workdir))
+    run_allocation.main(argv)  # resumes: nothing retrained
+    assert common.read_jsonl(str(workdir / "runs.jsonl")) == runs

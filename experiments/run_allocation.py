@@ -1,0 +1,368 @@
+"""Allocation x ranking study: which layers keep how many weights, and which.
+
+Command (see ``experiments/configs/allocation_fmnist_lenet300.py``):
+
+    .venv/bin/python -m experiments.run_allocation \\
+        [--config experiments/configs/allocation_fmnist_lenet300.py] \\
+        [--workdir experiments/results/allocation_fmnist_lenet300] [--quick]
+
+Trains two AutoS scorers and the allocation model on the source IRP run,
+reports the scorers' within-layer Spearman on the held-out IRP run, then for
+every seed, sparsity, allocation and ranking builds the mask
+(``allocation.mask_from_counts``) and trains it with the config's one recipe.
+Writes ``runs.jsonl`` (resumable: finished runs are skipped), ``table.md``
+(mean ± sample std over seeds, per-layer kept %, empty layers flagged),
+``accuracy.png`` and ``scorers.json``.
+"""
+
+import argparse
+import copy
+import dataclasses
+import json
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from autosparse_jax import allocation as al
+from autosparse_jax import (
+    criteria,
+    data,
+    evaluation,
+    features,
+    irp,
+    masks,
+    models,
+    train,
+)
+from autosparse_jax import scorer as scorer_lib
+from experiments import common
+
+DEFAULT_CONFIG = "experiments/configs/allocation_fmnist_lenet300.py"
+DEFAULT_WORKDIR = "experiments/results/allocation_fmnist_lenet300"
+PAPER = features.FeatureConfig()
+WITHIN = features.FeatureConfig(normalization="layer")
+
+
+# ------------------------------------------------------------- the learners
+
+
+def _features(labels: irp.IRPLabels, model, batches, fc) -> jax.Array:
+    apply_fn = models.make_apply_fn(model, labels.init_model_state)
+    feats = features.compute_features(
+        jax.random.key(0),
+        labels.init_params,
+        batches,
+        apply_fn=apply_fn,
+        **dataclasses.asdict(fc),
+    )
+    return features.stack_features(feats)
+
+
+def fit_learners(config, recipe, host_train) -> dict:
+    """The paper and within-layer scorers, the allocation model, their reports."""
+    source, held_out = irp.load_labels(config.source), irp.load_labels(config.held_out)
+    key = jax.random.key(config.scorer_seed)
+    batches = common.score_batches(
+        key,
+        host_train,
+        config.dataset,
+        config.num_score_batches,
+        config.score_batch_size,
+    )
+    layers = features.layer_ids(source.init_params)
+    y = np.asarray(features.stack_leaves(source.counts)) / source.metadata["num_rounds"]
+    fit, val = evaluation.split_weights(
+        config.scorer_seed, len(y), config.validation_fraction
+    )
+    scorer_config = dataclasses.replace(
+        scorer_lib.PRESETS["default"], num_steps=config.scorer_num_steps
+    )
+    out, report = {}, {}
+    held_counts = np.asarray(features.stack_leaves(held_out.counts))
+    held_layers = features.layer_ids(held_out.init_params)
+    for name, fc, target in (
+        ("paper", PAPER, y),
+        ("within", WITHIN, scorer_lib.within_layer_targets(y, layers)),
+    ):
+        x = _features(source, recipe.model, batches, fc)
+        out[name], _ = scorer_lib.train_scorer(
+            key, x[fit], target[fit], config=scorer_config,
+            feature_config=fc, validation=(x[val], target[val]), progress=False,
+        )  # fmt: skip
+        pred = scorer_lib.predict_flat(
+            out[name], _features(held_out, recipe.model, batches, fc)
+        )
+        within = evaluation.within_layer_spearman(
+            np.asarray(pred), held_counts, held_layers
+        )
+        report[name] = {
+            "spearman": evaluation.spearman(np.asarray(pred), held_counts),
+            "within_layer_spearman": within["mean"],
+            "per_layer": {str(k): v for k, v in within["per_layer"].items()},
+        }
+    apply_fn = models.make_apply_fn(recipe.model, source.init_model_state)
+    phi = al.layer_features(
+        source.init_params, apply_fn=apply_fn, input_shape=recipe.input_shape
+    )
+    out["allocation"] = al.fit_allocation(
+        phi,
+        al.layer_densities(source.masks[1:]),
+        al.layer_sizes(source.init_params),
+        metadata=(
+            ("model", source.metadata["model"]),
+            ("seed", source.metadata["seed"]),
+        ),
+    )
+    out["oracle"] = (
+        source.masks[1:],
+        [h["sparsity"] for h in source.metadata["history"]],
+    )
+    report["allocation_model"] = dataclasses.asdict(out["allocation"])
+    return out, report
+
+
+# ---------------------------------------------------------------- the masks
+
+
+def ranking_scores(ranking, allocation, learners, key, params, batches, apply_fn):
+    """The within-layer ranking's scores for one network."""
+    if ranking == "autos":
+        scorer = learners["paper" if allocation == "global" else "within"]
+        fc = scorer.feature_config
+        feats = features.compute_features(
+            key, params, batches, apply_fn=apply_fn, **dataclasses.asdict(fc)
+        )
+        return scorer_lib.predict_scores(scorer, feats)
+    return criteria.compute_scores(
+        key, criteria.CRITERIA[ranking], params, batches, apply_fn=apply_fn
+    )
+
+
+def layer_counts(
+    allocation, sparsity, scores, snip_scores, learners, params, phi, config
+):
+    """Per-layer kept counts, or ``None`` where the allocation is undefined."""
+    sizes = al.layer_sizes(params)
+    if allocation == "global":
+        return al.counts_from_scores(scores, sparsity, prunable=masks.is_prunable)
+    if allocation == "snip":
+        return al.counts_from_scores(snip_scores, sparsity, prunable=masks.is_prunable)
+    if allocation == "erk":
+        shapes = [np.shape(x) for x in jax.tree.leaves(params) if np.ndim(x) >= 2]
+        return al.counts_erk(shapes, sparsity, power=1.0)
+    if allocation == "learned":
+        logits = al.predict_logits(learners["allocation"], phi, sparsity)
+        return al.counts_from_logits(logits, sizes, sparsity)
+    round_masks, round_sparsities = learners["oracle"]
+    r = evaluation.irp_round_at(round_sparsities, sparsity)
+    if abs(round_sparsities[r] - sparsity) > config.oracle_tolerance:
+        return None
+    kept = al.layer_densities([round_masks[r]])[0] * sizes
+    total = masks._num_keep(sparsity, int(sizes.sum()))
+    return al.integer_counts(jnp.asarray(kept * total / kept.sum()), sizes, total)
+
+
+# -------------------------------------------------------------------- runs
+
+
+def run_seed(seed, todo, learners, recipe, host_train, datasets, config, on_done):
+    key = jax.random.key(seed)
+    init_key, score_key, data_key = jax.random.split(key, 3)
+    batch_key, prune_key = jax.random.split(score_key)
+    params, model_state = models.init_params(init_key, recipe.model, recipe.input_shape)
+    apply_fn = models.make_apply_fn(recipe.model, model_state)
+    batches = common.score_batches(
+        batch_key, host_train, config.dataset, config.num_score_batches,
+        config.score_batch_size,
+    )  # fmt: skip
+    phi = al.layer_features(params, apply_fn=apply_fn, input_shape=recipe.input_shape)
+    cache = {}
+
+    def scores(ranking, allocation):
+        name = (
+            "autos-global" if ranking == "autos" and allocation == "global" else ranking
+        )
+        if name not in cache:
+            cache[name] = ranking_scores(
+                ranking, allocation, learners, prune_key, params, batches, apply_fn
+            )
+        return cache[name]
+
+    for allocation, ranking, sparsity in todo:
+        record = {"allocation": allocation, "ranking": ranking, "sparsity": sparsity}
+        record["seed"] = seed
+        if allocation == "dense":
+            mask = masks.dense_mask(params)
+        else:
+            s = scores(ranking, allocation)
+            counts = layer_counts(
+                allocation, sparsity, s, scores("snip", allocation), learners,
+                params, phi, config,
+            )  # fmt: skip
+            if counts is None:
+                continue
+            mask = al.mask_from_counts(s, counts)
+        tic = time.perf_counter()
+        _, history = common.train_masked(
+            recipe, data_key, params, model_state, mask, *datasets, progress=False
+        )
+        record.update(
+            common.summarize_training(mask, history, time.perf_counter() - tic)
+        )
+        on_done(record)
+
+
+def planned(config) -> list[tuple]:
+    runs = [("dense", "-", 0.0)]
+    runs += [
+        (a, r, s)
+        for s in config.sparsities
+        for a in config.allocations
+        for r in config.rankings
+    ]
+    return [(*run, seed) for seed in config.seeds for run in runs]
+
+
+def _key(r: dict) -> tuple:
+    return (r["allocation"], r["ranking"], r["sparsity"], r["seed"])
+
+
+# ---------------------------------------------------------------- summary
+
+
+def table(config, records: list[dict], report: dict) -> str:
+    groups: dict[tuple, list[dict]] = {}
+    for r in records:
+        groups.setdefault(_key(r)[:3], []).append(r)
+    layers = list(records[0]["sparsity_by_layer"])
+    names = " / ".join(n.removesuffix("/kernel") for n in layers)
+    lines = [
+        f"# Allocation x ranking: {config.model} on {config.dataset}",
+        "",
+        f"Fresh seeds {tuple(config.seeds)}; every mask trained with one recipe "
+        f"({config.train.num_epochs} epochs, SGD momentum {config.train.momentum}, "
+        f"lr {config.train.learning_rate} {config.train.schedule}, batch "
+        f"{config.train.batch_size}). Final-epoch test accuracy, mean ± sample "
+        "std over seeds (best epoch, selected on the test set, in brackets). "
+        "AutoS and the allocation model were trained on the IRP run of seed 0 only.",
+        "",
+        "Scorers on the held-out IRP run (seed 1): "
+        + "; ".join(
+            f"{n}: Spearman {report[n]['spearman']:.3f}, within-layer "
+            f"{report[n]['within_layer_spearman']:.3f}"
+            for n in ("paper", "within")
+        )
+        + ".",
+        "",
+        f"| sparsity | allocation | ranking | final test acc % | best % | "
+        f"kept % per layer ({names}) | empty layers |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for (a, r, s), runs in groups.items():
+        final = [100 * x["final_test_accuracy"] for x in runs]
+        best = [100 * x["best_test_accuracy_selected_on_test"] for x in runs]
+        kept = [
+            100 * (1 - np.mean([x["sparsity_by_layer"][n] for x in runs]))
+            for n in layers
+        ]
+        empty = sum(x["sparsity_by_layer"][n] == 1.0 for x in runs for n in layers)
+        std = np.std(final, ddof=1) if len(final) > 1 else 0.0
+        lines.append(
+            f"| {s:g} | {a} | {r} | {np.mean(final):.2f} ± {std:.2f} | "
+            f"({np.mean(best):.2f}) | {' / '.join(f'{k:.3g}' for k in kept)} | "
+            f"{empty} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot(config, records: list[dict], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rankings = list(config.rankings)
+    fig, axes = plt.subplots(
+        1, len(rankings), figsize=(4 * len(rankings), 4), sharey=True
+    )
+    for ax, ranking in zip(np.atleast_1d(axes), rankings, strict=True):
+        for allocation in config.allocations:
+            pts = sorted(
+                (r["sparsity"], 100 * r["final_test_accuracy"])
+                for r in records
+                if r["ranking"] == ranking and r["allocation"] == allocation
+            )
+            if not pts:
+                continue
+            xs = sorted({p[0] for p in pts})
+            ys = [np.mean([a for s, a in pts if s == x]) for x in xs]
+            es = [np.std([a for s, a in pts if s == x]) for x in xs]
+            ax.errorbar([1 - x for x in xs], ys, yerr=es, marker="o", label=allocation)
+        ax.set_xscale("log")
+        ax.invert_xaxis()
+        ax.set_title(f"ranking: {ranking}")
+        ax.set_xlabel("density (log)")
+    np.atleast_1d(axes)[0].set_ylabel("final test accuracy %")
+    np.atleast_1d(axes)[0].legend(fontsize="small", title="allocation")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> None:
+    from tqdm.auto import tqdm
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default=DEFAULT_CONFIG)
+    parser.add_argument("--workdir", default=None)
+    parser.add_argument("--quick", action="store_true", help="smoke test")
+    parser.add_argument("--source", default=None, help="overrides config.source")
+    parser.add_argument("--held-out", default=None, help="overrides config.held_out")
+    args = parser.parse_args(argv)
+    config = common.load_config(args.config)
+    if args.quick:
+        config.update(copy.deepcopy(config.quick))
+    for name, value in (("source", args.source), ("held_out", args.held_out)):
+        if value is not None:
+            setattr(config, name, value)
+    workdir = args.workdir or os.path.join(
+        DEFAULT_WORKDIR, *(["quick"] if args.quick else [])
+    )
+    common.prepare_workdir(workdir, config)
+    host_train = data.load_dataset(config.dataset, config.train_split)
+    test = data.load_dataset(config.dataset, config.test_split)
+    recipe = common.make_recipe(config, len(host_train["label"]))
+    learners, report = fit_learners(config, recipe, host_train)
+    with open(os.path.join(workdir, "scorers.json"), "w") as f:
+        json.dump(report, f, indent=2)
+    path = os.path.join(workdir, "runs.jsonl")
+    done = {_key(r): r for r in common.read_jsonl(path)}
+    plan = [p for p in planned(config) if p not in done]
+    datasets = (train.to_device(host_train), train.to_device(test))
+    bar = tqdm(total=len(plan), unit="run")
+
+    def on_done(record):
+        common.append_jsonl(path, record)
+        done[_key(record)] = record
+        bar.update()
+
+    for seed in config.seeds:
+        todo = [p[:3] for p in plan if p[3] == seed]
+        if todo:
+            run_seed(
+                seed, todo, learners, recipe, host_train, datasets, config, on_done
+            )
+    bar.close()
+    records = [done[p] for p in planned(config) if p in done]
+    text = table(config, records, report)
+    with open(os.path.join(workdir, "table.md"), "w") as f:
+        f.write(text)
+    plot(config, records, os.path.join(workdir, "accuracy.png"))
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
