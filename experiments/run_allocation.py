@@ -28,6 +28,7 @@ import numpy as np
 
 from autosparse_jax import allocation as al
 from autosparse_jax import (
+    checkpoint,
     criteria,
     data,
     evaluation,
@@ -61,14 +62,22 @@ def _features(labels: irp.IRPLabels, model, batches, fc) -> jax.Array:
     return features.stack_features(feats)
 
 
-def fit_learners(config, recipe, host_train) -> dict:
-    """The paper and within-layer scorers, the allocation model, their reports."""
+def fit_learners(config) -> dict:
+    """The paper and within-layer scorers, the allocation model, their reports.
+
+    Everything is computed on the source run's own network and dataset (from
+    its labels' metadata), whatever the target of the study.
+    """
     source, held_out = irp.load_labels(config.source), irp.load_labels(config.held_out)
+    meta = source.metadata
+    info = data.DATASETS[meta["dataset"]]
+    model = models.get_model(meta["model"], num_classes=info.num_classes)
+    host_train = data.load_dataset(meta["dataset"], meta.get("train_split", "train"))
     key = jax.random.key(config.scorer_seed)
     batches = common.score_batches(
         key,
         host_train,
-        config.dataset,
+        meta["dataset"],
         config.num_score_batches,
         config.score_batch_size,
     )
@@ -87,13 +96,13 @@ def fit_learners(config, recipe, host_train) -> dict:
         ("paper", PAPER, y),
         ("within", WITHIN, scorer_lib.within_layer_targets(y, layers)),
     ):
-        x = _features(source, recipe.model, batches, fc)
+        x = _features(source, model, batches, fc)
         out[name], _ = scorer_lib.train_scorer(
             key, x[fit], target[fit], config=scorer_config,
             feature_config=fc, validation=(x[val], target[val]), progress=False,
         )  # fmt: skip
         pred = scorer_lib.predict_flat(
-            out[name], _features(held_out, recipe.model, batches, fc)
+            out[name], _features(held_out, model, batches, fc)
         )
         within = evaluation.within_layer_spearman(
             np.asarray(pred), held_counts, held_layers
@@ -103,9 +112,9 @@ def fit_learners(config, recipe, host_train) -> dict:
             "within_layer_spearman": within["mean"],
             "per_layer": {str(k): v for k, v in within["per_layer"].items()},
         }
-    apply_fn = models.make_apply_fn(recipe.model, source.init_model_state)
+    apply_fn = models.make_apply_fn(model, source.init_model_state)
     phi = al.layer_features(
-        source.init_params, apply_fn=apply_fn, input_shape=recipe.input_shape
+        source.init_params, apply_fn=apply_fn, input_shape=info.input_shape
     )
     out["allocation"] = al.fit_allocation(
         phi,
@@ -335,7 +344,15 @@ def main(argv: list[str] | None = None) -> None:
     host_train = data.load_dataset(config.dataset, config.train_split)
     test = data.load_dataset(config.dataset, config.test_split)
     recipe = common.make_recipe(config, len(host_train["label"]))
-    learners, report = fit_learners(config, recipe, host_train)
+    learners, report = fit_learners(config)
+    same = (config.model, config.dataset) == tuple(
+        checkpoint.load_metadata(config.source)[k] for k in ("model", "dataset")
+    )
+    if "irp" in config.allocations and not same:
+        raise ValueError(
+            "the IRP-oracle allocation needs the source run's model and dataset; "
+            "drop 'irp' from config.allocations for a transfer target."
+        )
     with open(os.path.join(workdir, "scorers.json"), "w") as f:
         json.dump(report, f, indent=2)
     path = os.path.join(workdir, "runs.jsonl")

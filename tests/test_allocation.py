@@ -67,7 +67,7 @@ def _predicted_densities(model, phi, sizes, global_density):
 
 def _abstract_model(name):
     """``(params, apply_fn, input_shape)`` with ShapeDtypeStruct params (no init)."""
-    shape = (28, 28, 1) if name.startswith("lenet") else (32, 32, 3)
+    shape = (28, 28, 1) if name.startswith(("lenet", "mlp")) else (32, 32, 3)
     model = models.get_model(name, num_classes=10)
     variables = jax.eval_shape(
         lambda: model.init(jax.random.key(0), jnp.zeros((1, *shape)), train=False)

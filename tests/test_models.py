@@ -8,7 +8,11 @@ import pytest
 
 from autosparse_jax import models
 
-NATURAL_SHAPES = {"lenet300_100": (28, 28, 1), "lenet5": (28, 28, 1)}
+NATURAL_SHAPES = {
+    "lenet300_100": (28, 28, 1),
+    "lenet5": (28, 28, 1),
+    "mlp300_200_100_50": (28, 28, 1),
+}
 CIFAR_SHAPE = (32, 32, 3)
 BN_MODELS = ("vgg11_bn", "vgg16_bn", "vgg19_bn", "resnet20", "resnet18")
 SMALL_MODELS = ("lenet300_100", "lenet5", "conv2", "conv4", "conv6", "resnet20")
@@ -18,6 +22,9 @@ SMALL_MODELS = ("lenet300_100", "lenet5", "conv2", "conv4", "conv6", "resnet20")
 EXPECTED_PARAMS = {
     # dense(784, 300) + dense(300, 100) + dense(100, 10) = 235500 + 30100 + 1010
     "lenet300_100": 266_610,
+    # 235500 + dense(300, 200) 60200 + dense(200, 100) 20100 + dense(100, 50) 5050
+    # + dense(50, 10) 510
+    "mlp300_200_100_50": 321_360,
     # conv(5,1,6) + conv(5,6,16) + dense(5*5*16=400, 120) + dense(120, 84)
     # + dense(84, 10) = 156 + 2416 + 48120 + 10164 + 850
     "lenet5": 61_706,
