@@ -15,8 +15,6 @@ Writes ``runs.jsonl`` (resumable: finished runs are skipped), ``table.md``
 ``accuracy.png`` and ``scorers.json``.
 """
 
-import argparse
-import copy
 import dataclasses
 import json
 import os
@@ -324,19 +322,9 @@ def plot(config, records: list[dict], path: str) -> None:
 def main(argv: list[str] | None = None) -> None:
     from tqdm.auto import tqdm
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=DEFAULT_CONFIG)
-    parser.add_argument("--workdir", default=None)
-    parser.add_argument("--quick", action="store_true", help="smoke test")
-    parser.add_argument("--source", default=None, help="overrides config.source")
-    parser.add_argument("--held-out", default=None, help="overrides config.held_out")
-    args = parser.parse_args(argv)
-    config = common.load_config(args.config)
-    if args.quick:
-        config.update(copy.deepcopy(config.quick))
-    for name, value in (("source", args.source), ("held_out", args.held_out)):
-        if value is not None:
-            setattr(config, name, value)
+    args, config = common.label_study_args(
+        __doc__.splitlines()[0], DEFAULT_CONFIG, None, argv
+    )
     workdir = args.workdir or os.path.join(
         DEFAULT_WORKDIR, *(["quick"] if args.quick else [])
     )

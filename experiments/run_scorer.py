@@ -21,8 +21,6 @@ method), ``summary.md``, ``iou.png`` and the trained (c) scorers under
 computes only what is missing.
 """
 
-import argparse
-import copy
 import csv
 import dataclasses
 import os
@@ -279,23 +277,12 @@ def plot(config, rows: list[dict], path: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=DEFAULT_CONFIG)
-    parser.add_argument(
-        "--workdir", default="experiments/results/scorer_fmnist_lenet300"
+    args, config = common.label_study_args(
+        __doc__.splitlines()[0],
+        DEFAULT_CONFIG,
+        "experiments/results/scorer_fmnist_lenet300",
+        argv,
     )
-    parser.add_argument("--quick", action="store_true", help="smoke test")
-    parser.add_argument("--source", default=None, help="overrides config.source")
-    parser.add_argument("--held-out", default=None, help="overrides config.held_out")
-    args = parser.parse_args(argv)
-    config = common.load_config(args.config)
-    if args.quick:
-        quick = copy.deepcopy(config.quick)
-        config.update(quick)
-        config.scorers = quick.scorers  # replaced, not merged
-    for name, value in (("source", args.source), ("held_out", args.held_out)):
-        if value is not None:
-            setattr(config, name, value)
     tic = time.perf_counter()
     common.prepare_workdir(args.workdir, config)
     rows = run_all(config, args.workdir)

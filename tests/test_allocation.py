@@ -509,7 +509,11 @@ def prune_scorer(key, tiny_params, tiny_batch, tiny_apply_fn):
 def test_autosparse_prune_with_allocation_exact_total_and_no_empty_layer(
     name, key, prune_scorer, tiny_params, tiny_batch, tiny_apply_fn
 ):
-    prune = jax.jit(scorer.autosparse_prune, static_argnames=PRUNE_STATIC)
+    chex.clear_trace_counter()
+    prune = jax.jit(  # one compilation for both (traced) sparsities
+        chex.assert_max_traces(scorer.autosparse_prune, n=1),
+        static_argnames=PRUNE_STATIC,
+    )
     for sparsity in (0.5, 0.9):
         mask = prune(
             key,
@@ -542,29 +546,6 @@ def test_autosparse_prune_rejects_learned_without_model_and_unknown(
                 sparsity=0.5,
                 allocation=name,
             )
-
-
-def test_autosparse_prune_with_allocation_compiles_once(
-    key, prune_scorer, tiny_params, tiny_batch, tiny_apply_fn
-):
-    chex.clear_trace_counter()
-    prune = jax.jit(
-        chex.assert_max_traces(scorer.autosparse_prune, n=1),
-        static_argnames=PRUNE_STATIC,
-    )
-    for sparsity in (0.5, 0.8):
-        mask = prune(
-            key,
-            prune_scorer,
-            tiny_params,
-            tiny_batch,
-            apply_fn=tiny_apply_fn,
-            sparsity=jnp.float32(sparsity),
-            allocation="learned",
-            allocation_model=FIXED,
-        )
-        assert _kept(mask).sum() == round((1 - sparsity) * N_TINY)
-    chex.clear_trace_counter()
 
 
 # ----------------------------------------------------------- layer_densities

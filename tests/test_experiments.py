@@ -131,14 +131,24 @@ def _synthetic_labels(path, seed: int, num_rounds: int = 3) -> None:
     )
 
 
-@pytest.mark.slow
-@needs_fashion_mnist
-def test_scorer_quick_runs_resumes_and_saves_scorers(tmp_path):
+@pytest.fixture
+def synthetic_runs(tmp_path) -> list[str]:
+    """``--source`` and ``--held-out`` arguments naming two synthetic runs."""
     _synthetic_labels(str(tmp_path / "source"), seed=0)
     _synthetic_labels(str(tmp_path / "held_out"), seed=1)
+    return [
+        "--source",
+        str(tmp_path / "source"),
+        "--held-out",
+        str(tmp_path / "held_out"),
+    ]
+
+
+@pytest.mark.slow
+@needs_fashion_mnist
+def test_scorer_quick_runs_resumes_and_saves_scorers(tmp_path, synthetic_runs):
     workdir = tmp_path / "work"
-    argv = ["--quick", "--workdir", str(workdir), "--source", str(tmp_path / "source")]
-    argv += ["--held-out", str(tmp_path / "held_out")]
+    argv = ["--quick", "--workdir", str(workdir), *synthetic_runs]
     run_scorer.main(argv)
     with open(workdir / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
@@ -159,12 +169,9 @@ def test_scorer_quick_runs_resumes_and_saves_scorers(tmp_path):
 
 @pytest.mark.slow
 @needs_fashion_mnist
-def test_allocation_quick_runs_and_resumes(tmp_path):
-    _synthetic_labels(str(tmp_path / "source"), seed=0)
-    _synthetic_labels(str(tmp_path / "held_out"), seed=1)
+def test_allocation_quick_runs_and_resumes(tmp_path, synthetic_runs):
     workdir = tmp_path / "work"
-    argv = ["--quick", "--workdir", str(workdir), "--source", str(tmp_path / "source")]
-    argv += ["--held-out", str(tmp_path / "held_out")]
+    argv = ["--quick", "--workdir", str(workdir), *synthetic_runs]
     run_allocation.main(argv)
     runs = common.read_jsonl(str(workdir / "runs.jsonl"))
     # dense + 5 allocations x 2 rankings at 0.99; the IRP oracle only exists
