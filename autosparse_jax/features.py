@@ -6,7 +6,7 @@ Hessian-gradient product and the SynFlow score) and the static context of its
 layer (``LeafContext``). ``compute_features`` lifts the per-weight functions
 of a feature set over every prunable weight with ``jax.vmap`` (Liu, Cheng et
 al. 2024, "Learning effective pruning at initialization from iterative
-pruning", arXiv 2408.14757, section 3).
+pruning", arXiv 2408.14757).
 """
 
 import dataclasses

@@ -3,6 +3,7 @@
 import argparse
 import contextlib
 import copy
+import dataclasses
 import importlib.util
 import json
 import os
@@ -13,7 +14,7 @@ import jax
 import ml_collections
 import optax
 
-from autosparse_jax import data, masks, models, train
+from autosparse_jax import data, features, masks, models, train
 
 
 def load_config(path: str) -> ml_collections.ConfigDict:
@@ -165,6 +166,20 @@ def label_study_args(
         if value is not None:
             setattr(loaded, name, value)
     return args, loaded
+
+
+def initial_features(
+    params: Any, batches: Mapping[str, jax.Array], apply_fn: Any, feature_config: Any
+) -> jax.Array:
+    """``[N, F]`` AutoS features of a network at initialisation (stacked)."""
+    feats = features.compute_features(
+        jax.random.key(0),
+        params,
+        batches,
+        apply_fn=apply_fn,
+        **dataclasses.asdict(feature_config),
+    )
+    return features.stack_features(feats)
 
 
 def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> None:

@@ -50,14 +50,7 @@ WITHIN = features.FeatureConfig(normalization="layer")
 
 def _features(labels: irp.IRPLabels, model, batches, fc) -> jax.Array:
     apply_fn = models.make_apply_fn(model, labels.init_model_state)
-    feats = features.compute_features(
-        jax.random.key(0),
-        labels.init_params,
-        batches,
-        apply_fn=apply_fn,
-        **dataclasses.asdict(fc),
-    )
-    return features.stack_features(feats)
+    return common.initial_features(labels.init_params, batches, apply_fn, fc)
 
 
 def fit_learners(config) -> dict:
@@ -151,18 +144,20 @@ def ranking_scores(ranking, allocation, learners, key, params, batches, apply_fn
 def layer_counts(
     allocation, sparsity, scores, snip_scores, learners, params, phi, config
 ):
-    """Per-layer kept counts, or ``None`` where the allocation is undefined."""
+    """Per-layer kept counts, or ``None`` where the allocation is undefined.
+
+    Every allocation but the IRP oracle is ``allocation.layer_counts``.
+    """
+    if allocation != "irp":
+        return al.layer_counts(
+            scores,
+            sparsity,
+            allocation="scores" if allocation == "snip" else allocation,
+            phi=phi,
+            model=learners["allocation"],
+            reference_scores=snip_scores,
+        )
     sizes = al.layer_sizes(params)
-    if allocation == "global":
-        return al.counts_from_scores(scores, sparsity, prunable=masks.is_prunable)
-    if allocation == "snip":
-        return al.counts_from_scores(snip_scores, sparsity, prunable=masks.is_prunable)
-    if allocation == "erk":
-        shapes = [np.shape(x) for x in jax.tree.leaves(params) if np.ndim(x) >= 2]
-        return al.counts_erk(shapes, sparsity, power=1.0)
-    if allocation == "learned":
-        logits = al.predict_logits(learners["allocation"], phi, sparsity)
-        return al.counts_from_logits(logits, sizes, sparsity)
     round_masks, round_sparsities = learners["oracle"]
     r = evaluation.irp_round_at(round_sparsities, sparsity)
     if abs(round_sparsities[r] - sparsity) > config.oracle_tolerance:

@@ -74,14 +74,9 @@ class Run:
     def features(self, fc: features.FeatureConfig) -> jax.Array:
         """``[N, F]`` features of the initial network (cached per config)."""
         if fc not in self._features:
-            feats = features.compute_features(
-                jax.random.key(0),
-                self.labels.init_params,
-                self.batches,
-                apply_fn=self.apply_fn,
-                **dataclasses.asdict(fc),
+            self._features[fc] = common.initial_features(
+                self.labels.init_params, self.batches, self.apply_fn, fc
             )
-            self._features[fc] = features.stack_features(feats)
         return self._features[fc]
 
     def heuristic(self, name: str) -> np.ndarray:
@@ -104,7 +99,7 @@ class Run:
     def report(self, scores: np.ndarray, idx: np.ndarray, sparsities) -> dict:
         """Ranking metrics on the weights ``idx`` (IoU only for whole runs)."""
         whole = len(idx) == len(self.counts)
-        rep = evaluation.ranking_report(
+        return evaluation.ranking_report(
             scores,
             self.counts[idx],
             self.num_rounds,
@@ -112,7 +107,6 @@ class Run:
             self.layers[idx],
             sparsities=sparsities if whole else (),
         )
-        return rep
 
 
 def scorer_config(config, preset: str) -> scorer_lib.ScorerConfig:
