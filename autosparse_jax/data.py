@@ -1,4 +1,7 @@
-"""Datasets through TFDS as host numpy arrays, and pure JAX preprocessing."""
+"""Datasets through TFDS as host numpy arrays, and pure JAX preprocessing.
+
+MNIST-1D is the exception to TFDS: the ``mnist1d`` package generates it offline.
+"""
 
 import dataclasses
 import os
@@ -17,12 +20,22 @@ _AUGMENTED = ("cifar10", "cifar100")
 
 
 class DatasetInfo(NamedTuple):
-    """Static facts about a dataset; mean/std are per channel in [0, 1] pixels."""
+    """Static facts about a dataset.
+
+    Attributes:
+      num_classes: number of labels, ``0 .. num_classes - 1``.
+      input_shape: ``(H, W, C)`` of one example.
+      mean: per-channel mean, in [0, 1]-pixel units (raw inputs / ``scale``).
+      std: per-channel standard deviation, in the same units as ``mean``.
+      scale: raw inputs are divided by ``scale`` to reach [0, 1]-pixel units
+        before ``mean``/``std`` are applied (255 for uint8 images).
+    """
 
     num_classes: int
     input_shape: tuple[int, int, int]
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    scale: float = 255.0
 
 
 DATASETS: Mapping[str, DatasetInfo] = MappingProxyType(
@@ -35,6 +48,9 @@ DATASETS: Mapping[str, DatasetInfo] = MappingProxyType(
         "cifar100": DatasetInfo(
             100, (32, 32, 3), (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
         ),
+        # Float signals of length 40, already roughly standardised; mean and std
+        # measured on the generated train split (4000 examples).
+        "mnist1d": DatasetInfo(10, (40, 1, 1), (-0.0003,), (0.9976,), scale=1.0),
     }
 )
 """Supported datasets (read-only): name -> ``DatasetInfo``."""
@@ -48,11 +64,14 @@ class PreprocessConfig:
       mean: per-channel mean in [0, 1] pixel units, length C (or 1).
       std: per-channel standard deviation in [0, 1] pixel units, length C (or 1).
       augment: apply ``random_crop_flip`` when ``preprocess(..., train=True)``.
+      scale: raw inputs are divided by it before ``mean``/``std`` (255 for uint8
+        images, 1 for mnist1d's float signals).
     """
 
     mean: tuple[float, ...]
     std: tuple[float, ...]
     augment: bool = False
+    scale: float = 255.0
 
 
 def _check_name(name: str) -> DatasetInfo:
@@ -70,7 +89,7 @@ def load_dataset(
     data_dir: str | os.PathLike | None = None,
     source_dir: str | os.PathLike | None = None,
 ) -> dict[str, np.ndarray]:
-    """Loads a whole split through TFDS as host numpy arrays (host function).
+    """Loads a whole split as host numpy arrays (host function).
 
     Data are prepared once in ``data_dir`` (TFDS array_record files) and reused
     afterwards. Reading needs neither TensorFlow nor the network; preparing a TFDS
@@ -80,26 +99,41 @@ def load_dataset(
     ``$AUTOSPARSE_FASHION_MNIST_DIR``, ``/usr/share/datasets/fashion-mnist``
     (``apt-get install dataset-fashion-mnist``); without them TFDS downloads it.
 
+    ``mnist1d`` does not use TFDS: the ``mnist1d`` package generates the standard
+    dataset (4000 train and 1000 test signals of length 40, seed 42) offline in
+    about a second, cached once in ``<data_dir>/mnist1d/`` as an .npz file.
+    Its splits are ``"train"``, ``"test"`` or a TFDS-style slice of one with int
+    or percent bounds (``"train[:1000]"``, ``"train[1000:]"``, ``"test[:50%]"``;
+    percents round to the closest index, as TFDS does).
+
     Args:
       name: one of ``sorted(DATASETS)``.
       split: a TFDS split string, e.g. ``"train"``, ``"test"``, ``"train[:1000]"``.
-      data_dir: TFDS data directory; ``None`` is TFDS's default (``$TFDS_DATA_DIR``
-        or ``~/tensorflow_datasets``).
+      data_dir: TFDS data directory (also holds the mnist1d cache); ``None`` is
+        TFDS's default (``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``).
       source_dir: directory with the Fashion-MNIST IDX files (``fashion_mnist``
         only).
 
     Returns:
-      ``{"image": [N, H, W, C] uint8, "label": [N] int32}``, in TFDS's order.
+      ``{"image": [N, H, W, C] uint8, "label": [N] int32}``, in TFDS's order; for
+      ``mnist1d``, ``{"image": [N, 40, 1, 1] float32, "label": [N] int32}`` in the
+      package's order (raw signals: normalise with ``scale=1``, see
+      ``preprocess_config``).
 
     Raises:
-      ValueError: unknown ``name``, or ``source_dir`` given for another dataset.
+      ValueError: unknown ``name``, ``source_dir`` given for another dataset, or
+        a ``mnist1d`` split that is not one of the forms above.
       FileNotFoundError: ``fashion_mnist`` has no local files and the download
         failed; the message says how to install them.
+      ImportError: ``mnist1d`` is not cached yet and the ``mnist1d`` package is
+        not installed (``pip install mnist1d``).
 
     Example:
       >>> train = data.load_dataset("fashion_mnist", "train")  # doctest: +SKIP
       >>> train["image"].shape, train["label"].dtype  # doctest: +SKIP
       ((60000, 28, 28, 1), dtype('int32'))
+      >>> data.load_dataset("mnist1d", "test[:50%]")["image"].shape  # doctest: +SKIP
+      (500, 40, 1, 1)
     """
     _check_name(name)
     if source_dir is not None and name != "fashion_mnist":
@@ -107,9 +141,13 @@ def load_dataset(
             f"source_dir is only used for 'fashion_mnist', not {name!r}; "
             "drop it (TFDS downloads this dataset into data_dir)."
         )
+    data_dir = None if data_dir is None else os.fspath(data_dir)
+    if name == "mnist1d":
+        from autosparse_jax import _mnist1d
+
+        return _mnist1d.load(split, data_dir, DATASETS["mnist1d"].input_shape)
     from autosparse_jax import _tfds_datasets  # Imports TFDS (not TensorFlow).
 
-    data_dir = None if data_dir is None else os.fspath(data_dir)
     if name == "fashion_mnist":
         builder = _tfds_datasets.fashion_mnist_builder(
             data_dir=data_dir, source_dir=source_dir
@@ -128,7 +166,7 @@ def preprocess_config(name: str, *, augment: bool | None = None) -> PreprocessCo
         and False otherwise.
 
     Returns:
-      A ``PreprocessConfig`` with the dataset's per-channel mean and std.
+      A ``PreprocessConfig`` with the dataset's per-channel mean, std and scale.
 
     Raises:
       ValueError: unknown ``name``.
@@ -140,7 +178,9 @@ def preprocess_config(name: str, *, augment: bool | None = None) -> PreprocessCo
     info = _check_name(name)
     if augment is None:
         augment = name in _AUGMENTED
-    return PreprocessConfig(mean=info.mean, std=info.std, augment=augment)
+    return PreprocessConfig(
+        mean=info.mean, std=info.std, augment=augment, scale=info.scale
+    )
 
 
 def _channel_vector(
@@ -160,32 +200,42 @@ def normalize(
     images: jax.Array,
     mean: Sequence[float] | jax.Array,
     std: Sequence[float] | jax.Array,
+    *,
+    scale: float = 255.0,
 ) -> jax.Array:
     """Scales pixels to [0, 1] and standardises each channel.
 
-    ``(images / 255 - mean) / std``, with ``mean`` and ``std`` broadcast over the
-    last (channel) axis.
+    ``(images / scale - mean) / std``, with ``mean`` and ``std`` broadcast over
+    the last (channel) axis.
 
     Args:
-      images: ``[..., H, W, C]`` uint8 (or float in [0, 255]).
+      images: ``[..., H, W, C]`` uint8 (or float in [0, 255]); with ``scale=1``,
+        float inputs such as mnist1d's signals.
       mean: ``C`` (or 1) per-channel means in [0, 1] pixel units.
       std: ``C`` (or 1) per-channel standard deviations in [0, 1] pixel units.
+      scale: raw inputs are divided by it first; ``DatasetInfo.scale``.
 
     Returns:
       ``images.shape`` float32.
 
     Raises:
-      ValueError: ``mean`` or ``std`` length is neither 1 nor C.
+      ValueError: ``mean`` or ``std`` length is neither 1 nor C, or ``scale`` is
+        not a positive number.
 
     Example:
       >>> data.normalize(jnp.full((1, 1, 1, 1), 255, jnp.uint8), (0.5,), (0.5,))
       Array([[[[1.]]]], dtype=float32)
     """
+    if not isinstance(scale, int | float) or not scale > 0:
+        raise ValueError(
+            f"scale must be a positive number, got {scale!r}; use 255.0 for uint8 "
+            "images or data.DATASETS[name].scale."
+        )
     num_channels = images.shape[-1]
     lead = (1,) * (images.ndim - 1)
     mean = _channel_vector(mean, num_channels, "mean").reshape(lead + (-1,))
     std = _channel_vector(std, num_channels, "std").reshape(lead + (-1,))
-    return (images.astype(jnp.float32) / 255.0 - mean) / std
+    return (images.astype(jnp.float32) / scale - mean) / std
 
 
 def _crop_flip_one(
@@ -244,7 +294,7 @@ def preprocess(
 
     Args:
       key: PRNG key; may be ``None`` when no augmentation is applied.
-      images: ``[B, H, W, C]`` uint8.
+      images: ``[B, H, W, C]`` raw inputs: uint8 pixels, or float32 for mnist1d.
       config: from ``preprocess_config``.
       train: whether this is a training batch.
 
@@ -266,7 +316,7 @@ def preprocess(
                 "dataclasses.replace(config, augment=False)."
             )
         images = random_crop_flip(key, images)
-    return normalize(images, config.mean, config.std)
+    return normalize(images, config.mean, config.std, scale=config.scale)
 
 
 def _num_examples(data: Mapping[str, np.ndarray], batch_size: int) -> int:
