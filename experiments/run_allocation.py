@@ -56,10 +56,13 @@ def _features(labels: irp.IRPLabels, model, batches, fc) -> jax.Array:
 def fit_learners(config) -> dict:
     """The paper and within-layer scorers, the allocation model, their reports.
 
-    Everything is computed on the source run's own network and dataset (from
-    its labels' metadata), whatever the target of the study.
+    The scorers are evaluated on ``config.held_out`` (another IRP run's
+    labels) when the config names one. Everything is computed on the source
+    run's own network and dataset (from its labels' metadata), whatever the
+    target of the study.
     """
-    source, held_out = irp.load_labels(config.source), irp.load_labels(config.held_out)
+    source = irp.load_labels(config.source)
+    held_out = irp.load_labels(config.held_out) if config.get("held_out") else None
     meta = source.metadata
     info = data.DATASETS[meta["dataset"]]
     model = models.get_model(meta["model"], num_classes=info.num_classes)
@@ -81,8 +84,6 @@ def fit_learners(config) -> dict:
         scorer_lib.PRESETS["default"], num_steps=config.scorer_num_steps
     )
     out, report = {}, {}
-    held_counts = np.asarray(features.stack_leaves(held_out.counts))
-    held_layers = features.layer_ids(held_out.init_params)
     for name, fc, target in (
         ("paper", PAPER, y),
         ("within", WITHIN, scorer_lib.within_layer_targets(y, layers)),
@@ -92,6 +93,10 @@ def fit_learners(config) -> dict:
             key, x[fit], target[fit], config=scorer_config,
             feature_config=fc, validation=(x[val], target[val]), progress=False,
         )  # fmt: skip
+        if held_out is None:
+            continue
+        held_counts = np.asarray(features.stack_leaves(held_out.counts))
+        held_layers = features.layer_ids(held_out.init_params)
         pred = scorer_lib.predict_flat(
             out[name], _features(held_out, model, batches, fc)
         )
