@@ -1,105 +1,84 @@
-"""The main job: LeNet-300-100 on Fashion-MNIST, dense and at 95% random sparsity.
+"""The main job: AutoSparse end to end on Fashion-MNIST, in a few minutes.
 
-Command (from the repository root, after `make demo` has installed everything):
+Command (from the repository root; ``make demo`` installs everything first):
 
-    .venv/bin/python -m experiments.demo [--workdir runs/demo] [--epochs 10]
+    .venv/bin/python -m experiments.demo [--workdir runs/demo-<time>] [--quick]
 
-Hardware: 2 CPU cores. Runtime: about 1 minute plus the one-off Fashion-MNIST
-preparation. Expected: dense final-epoch test accuracy about 89%; the 95%
-random mask a few points lower. It prints a table and writes results.json to
-the work directory. (The full AutoSparse pipeline joins this demo as the
-pruning criteria, IRP and the AutoS scorer land.)
+Steps: prepare Fashion-MNIST; run a short IRP on LeNet-300-100 (seed 0) and
+save its survival labels; train the AutoS scorers and the layer-allocation
+model on them; prune a fresh LeNet-300-100 (seed 1) at 90 / 98 / 99 % with
+AutoS (global threshold and learned allocation), SNIP, magnitude and random;
+train each mask with the one shared recipe; print the table and write
+``runs.csv``, ``table.md``, ``accuracy.png`` and ``layer_density.png`` to the
+work directory it names. Rerunning with the same ``--workdir`` resumes.
+
+Hardware: 2 CPU cores. Runtime and expected table: ``experiments/README.md``
+(config: ``experiments/configs/demo.py``).
 """
 
 import argparse
-import json
 import os
 import time
 
-import jax
+from autosparse_jax import data
+from experiments import common, run_benchmark, run_irp
 
-from autosparse_jax import data, masks, models, train
-from experiments import common
-from experiments.configs import fmnist_lenet300
-
-
-def random_mask(key: jax.Array, params, sparsity: float):
-    """A mask keeping a uniformly random ``1 - sparsity`` of the prunable weights."""
-    leaves, treedef = jax.tree.flatten(params)
-    keys = jax.random.split(key, len(leaves))
-    scores = [jax.random.uniform(k, p.shape) for k, p in zip(keys, leaves, strict=True)]
-    return masks.mask_from_scores(jax.tree.unflatten(treedef, scores), sparsity)
+DEFAULT_CONFIG = "experiments/configs/demo.py"
 
 
-def main(argv=None) -> None:
+def load_config(path: str, quick: bool):
+    """The demo's two configs (IRP run, benchmark), shrunk by ``--quick``."""
+    config = common.load_config(path)
+    if quick:
+        q = config.quick
+        config.irp.irp.num_rounds = q.num_rounds
+        config.irp.irp.epochs_per_round = q.num_epochs  # the round recipe follows
+        config.benchmark.train.num_epochs = q.num_epochs
+        config.irp.train_split = config.benchmark.train_split = q.train_split
+        config.benchmark.scorer_num_steps = q.scorer_num_steps
+    return config
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workdir", default="runs/demo")
-    parser.add_argument("--epochs", type=int, default=None)
-    parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--config", default=DEFAULT_CONFIG)
+    parser.add_argument("--workdir", default=None, help="default runs/demo-<time>")
+    parser.add_argument("--quick", action="store_true", help="smoke test")
     args = parser.parse_args(argv)
+    config = load_config(args.config, args.quick)
+    workdir = args.workdir or time.strftime("runs/demo-%Y%m%d-%H%M%S")
+    tic = time.perf_counter()
 
-    config = fmnist_lenet300.get_config()
-    if args.epochs is not None:
-        config.train.num_epochs = args.epochs
-    if args.seed is not None:
-        config.seed = args.seed
-    start = time.perf_counter()
-    train_data = data.load_dataset(config.dataset, "train")
-    test_data = data.load_dataset(config.dataset, "test")
+    print(f"[1/3] Fashion-MNIST ({data.DATASETS['fashion_mnist'].input_shape})")
+    data.load_dataset("fashion_mnist", "test")  # prepares the dataset once
+    irp_dir = os.path.join(workdir, "irp")
+    irp_config = config.irp
+    common.prepare_workdir(irp_dir, irp_config)
     print(
-        f"Fashion-MNIST: {len(train_data['label'])} train / "
-        f"{len(test_data['label'])} test images ({time.perf_counter() - start:.1f} s)"
+        f"[2/3] IRP on {irp_config.model}, seed {irp_config.seed}: "
+        f"{irp_config.irp.num_rounds} rounds x {irp_config.irp.epochs_per_round} "
+        f"epochs to {irp_config.irp.final_sparsity:.0%} sparsity"
     )
-    recipe = common.make_recipe(config, len(train_data["label"]))
-    train_data, test_data = train.to_device(train_data), train.to_device(test_data)
+    setup = run_irp.make_setup(irp_config)
+    result, _, _ = run_irp.run_rounds(irp_config, setup, irp_dir)
+    labels = os.path.join(irp_dir, "labels")
+    run_irp.save_labels(irp_config, setup, result, labels)
 
-    key = jax.random.key(config.seed)
-    init_key, mask_key, data_key = jax.random.split(key, 3)
-    params, model_state = models.init_params(init_key, recipe.model, recipe.input_shape)
-    runs = {
-        "dense": masks.dense_mask(params),
-        "random 95%": random_mask(mask_key, params, 0.95),
-    }
-    results = []
-    for name, mask in runs.items():
-        print(f"training {name} ({config.train.num_epochs} epochs)")
-        tic = time.perf_counter()
-        _, history = common.train_masked(
-            recipe,
-            data_key,
-            params,
-            model_state,
-            mask,
-            train_data,
-            test_data,
-            progress=False if args.no_progress else None,
-        )
-        results.append(
-            {
-                "method": name,
-                "sparsity": float(masks.sparsity(mask)),
-                "final_test_accuracy": history[-1]["test_accuracy"],
-                "best_test_accuracy (selected on test)": max(
-                    r["test_accuracy"] for r in history
-                ),
-                "seconds": time.perf_counter() - tic,
-                "sparsity_by_layer": masks.sparsity_by_layer(mask),
-                "history": history,
-            }
-        )
-
-    print(f"\n{'method':<12} {'sparsity':>8} {'final test acc':>15} {'time':>7}")
-    for r in results:
-        print(
-            f"{r['method']:<12} {r['sparsity']:>8.3f} "
-            f"{100 * r['final_test_accuracy']:>14.2f}% {r['seconds']:>6.1f}s"
-        )
-    os.makedirs(args.workdir, exist_ok=True)
-    path = os.path.join(args.workdir, "results.json")
-    with open(path, "w") as f:
-        json.dump({"config": config.to_dict(), "results": results}, f, indent=2)
-    print(f"results written to {path}")
+    bench = config.benchmark
+    bench.source = labels
+    print(
+        f"[3/3] AutoS trained on those labels; a fresh {bench.model} (seed "
+        f"{bench.seeds[0]}) pruned by {', '.join(bench.methods)} at "
+        f"{', '.join(f'{s:.0%}' for s in bench.sparsities)}, each trained "
+        f"{bench.train.num_epochs} epochs"
+    )
+    text = run_benchmark.run_study(bench, os.path.join(workdir, "benchmark"))
+    print(text)
+    print(
+        f"Done in {(time.perf_counter() - tic) / 60:.1f} min. Results: "
+        f"{workdir}/benchmark/ (runs.csv, table.md, accuracy.png, "
+        "layer_density.png); IRP labels: " + labels
+    )
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from experiments import (
     common,
     demo,
     run_allocation,
+    run_benchmark,
     run_irp,
     run_pai_baselines,
     run_scorer,
@@ -25,15 +26,6 @@ needs_fashion_mnist = pytest.mark.skipif(
     _tfds_datasets.find_source_dir(_tfds_datasets.candidate_dirs(None)) is None,
     reason="Fashion-MNIST IDX files missing: apt-get install dataset-fashion-mnist",
 )
-
-
-@needs_fashion_mnist
-def test_demo_runs_and_writes_results(tmp_path, capsys):
-    demo.main(["--workdir", str(tmp_path), "--epochs", "1", "--no-progress"])
-    results = json.loads((tmp_path / "results.json").read_text())["results"]
-    assert [r["method"] for r in results] == ["dense", "random 95%"]
-    assert results[1]["sparsity"] == pytest.approx(0.95, abs=1e-6)
-    assert "final test acc" in capsys.readouterr().out
 
 
 @pytest.mark.slow
@@ -189,3 +181,78 @@ def test_allocation_quick_runs_and_resumes(tmp_path, synthetic_runs):
     assert {"table.md", "accuracy.png", "scorers.json"} <= set(os.listdir(workdir))
     run_allocation.main(argv)  # resumes: nothing retrained
     assert common.read_jsonl(str(workdir / "runs.jsonl")) == runs
+
+
+@pytest.mark.slow
+@needs_fashion_mnist
+def test_benchmark_quick_runs_resumes_and_writes_outputs(tmp_path, synthetic_runs):
+    workdir = tmp_path / "work"
+    argv = ["--quick", "--workdir", str(workdir), *synthetic_runs]
+    run_benchmark.main(argv)
+    rows = run_benchmark.read_csv(str(workdir / "runs.csv"))
+    config = run_benchmark.common.load_config(run_benchmark.DEFAULT_CONFIG)
+    expected = [("dense", 0.0)] + [(m, s) for s in (0.9, 0.99) for m in config.methods]
+    assert [(r["method"], r["sparsity"]) for r in rows] == expected
+    assert {r["seed"] for r in rows} == {2}
+    by_run = {(r["method"], r["sparsity"]): r for r in rows}
+    layers = [k for k in rows[0] if k.startswith(run_benchmark.DENSITY_PREFIX)]
+    assert len(layers) == 3
+    for (method, sparsity), r in by_run.items():
+        if method not in ("dense", "irp"):
+            assert r["measured_sparsity"] == pytest.approx(sparsity, abs=1e-5)
+        assert min(r[k] for k in layers) > 0.0  # no empty layer
+        base = method.removesuffix("_shuffled").removesuffix("_reinit")
+        if base != method:  # sanity checks keep AutoS's per-layer densities
+            assert [r[k] for k in layers] == [by_run[base, sparsity][k] for k in layers]
+    # IRP (3 quick rounds to 0.99 on the target seed) at its nearest round.
+    assert by_run["irp", 0.99]["measured_sparsity"] == pytest.approx(0.99, abs=1e-4)
+    assert len(common.read_jsonl(str(workdir / "irp_seed2.jsonl"))) == 3
+    outputs = {"table.md", "accuracy.png", "layer_density.png", "scorers.json"}
+    assert outputs <= set(os.listdir(workdir))
+    assert "| autos_learned |" in (workdir / "table.md").read_text()
+    run_benchmark.main(argv)  # resumes: nothing retrained, nothing lost
+    assert run_benchmark.read_csv(str(workdir / "runs.csv")) == rows
+
+
+def test_benchmark_csv_drops_only_a_partial_row(tmp_path):
+    path = str(tmp_path / "runs.csv")
+    fields = ["method", "sparsity", "seed", "final_test_accuracy"]
+    row = {"method": "snip", "sparsity": 0.9, "seed": 2, "final_test_accuracy": 0.8}
+    run_benchmark.append_csv(path, row, fields)
+    with open(path, "a") as f:
+        f.write("grasp,0.9")  # killed while appending
+    run_benchmark.append_csv(path, {**row, "method": "random"}, fields)
+    assert [r["method"] for r in run_benchmark.read_csv(path)] == ["snip", "random"]
+    assert run_benchmark.read_csv(path)[0] == row
+
+
+def test_benchmark_config_errors_name_the_fix():
+    config = run_benchmark.common.load_config(run_benchmark.DEFAULT_CONFIG)
+    bad = config.copy_and_resolve_references()
+    bad.methods = ("snip", "autos_magic")
+    with pytest.raises(ValueError, match="autos_magic.*choose from"):
+        run_benchmark.check_config(bad)
+    bad = config.copy_and_resolve_references()
+    bad.sparsities = (0.9, 1.0)
+    with pytest.raises(ValueError, match="must lie in"):
+        run_benchmark.check_config(bad)
+    bad = config.copy_and_resolve_references()
+    bad.irp.final_sparsity = 0.99
+    with pytest.raises(ValueError, match="raise config.irp.final_sparsity"):
+        run_benchmark.check_config(bad)
+    run_benchmark.check_config(config)  # the committed config is valid
+
+
+@pytest.mark.slow
+@needs_fashion_mnist
+def test_demo_quick_runs_the_whole_pipeline(tmp_path, capsys):
+    demo.main(["--quick", "--workdir", str(tmp_path)])
+    labels = irp.load_labels(tmp_path / "irp" / "labels")
+    assert labels.metadata["num_rounds"] == 2
+    rows = run_benchmark.read_csv(str(tmp_path / "benchmark" / "runs.csv"))
+    methods = ("autos_global", "autos_learned", "snip", "magnitude", "random")
+    expected = [("dense", 0.0)] + [(m, s) for s in (0.9, 0.98, 0.99) for m in methods]
+    assert [(r["method"], r["sparsity"]) for r in rows] == expected
+    out = capsys.readouterr().out
+    assert "| autos_learned |" in out and "Results:" in out
+    assert (tmp_path / "benchmark" / "accuracy.png").exists()
