@@ -1,0 +1,107 @@
+"""Executes the notebooks at tiny budgets so they cannot rot.
+
+Each notebook runs in a fresh kernel with ``AUTOSPARSE_NOTEBOOK_TINY=1`` from
+the repository root (as a reader would run it); any cell that raises fails the
+test. The checks on the outputs are about plumbing (every method trained, masks
+at the requested sparsity, the committed IRP labels read back), never about
+accuracy at these budgets.
+"""
+
+import pathlib
+import re
+
+import pytest
+
+from autosparse_jax import _tfds_datasets
+
+nbformat = pytest.importorskip("nbformat")
+nbclient = pytest.importorskip("nbclient")
+pytest.importorskip("ipykernel")
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+NOTEBOOKS = REPO / "notebooks"
+IRP_LABELS = REPO / "experiments/results/irp_fmnist_lenet300/labels"
+
+needs_fashion_mnist = pytest.mark.skipif(
+    _tfds_datasets.find_source_dir(_tfds_datasets.candidate_dirs(None)) is None,
+    reason="Fashion-MNIST IDX files missing: apt-get install dataset-fashion-mnist",
+)
+
+
+def execute(name: str, monkeypatch: pytest.MonkeyPatch) -> tuple[str, int]:
+    """Runs ``notebooks/<name>`` in tiny mode; returns its text and image count.
+
+    The notebook on disk is not modified (it keeps its committed outputs).
+    """
+    monkeypatch.setenv("AUTOSPARSE_NOTEBOOK_TINY", "1")  # read by the kernel
+    nb = nbformat.read(NOTEBOOKS / name, as_version=4)
+    for cell in nb.cells:  # outputs seen below are this run's, not committed ones
+        if cell.cell_type == "code":
+            cell.outputs = []
+    client = nbclient.NotebookClient(
+        nb,
+        timeout=600,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(REPO)}},
+    )
+    client.execute()  # raises CellExecutionError if any cell raised
+    texts, images = [], 0
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            assert out.output_type != "error", out
+            if out.output_type == "stream" and out.name == "stdout":
+                texts.append(out.text)
+            images += "image/png" in out.get("data", {})
+    return "".join(texts), images
+
+
+def table_rows(text: str, names: list[str]) -> dict[str, list[str]]:
+    """The whitespace-split fields after each name, on the line it starts."""
+    rows = {}
+    for name in names:
+        match = re.search(rf"^{re.escape(name)}  +(.*)$", text, re.MULTILINE)
+        assert match, f"no table row for {name!r} in:\n{text}"
+        rows[name] = match.group(1).split()
+    return rows
+
+
+@pytest.mark.slow
+@needs_fashion_mnist
+def test_quickstart_runs_in_tiny_mode(monkeypatch):
+    text, images = execute("01_quickstart.ipynb", monkeypatch)
+    assert "TINY=True" in text
+    still_zero = re.search(
+        r"^pruned weights still zero after training: (.*)$", text, re.M
+    )
+    assert still_zero and "False" not in still_zero.group(1), text
+    assert images == 2  # the sample images and the per-layer densities
+    methods = ["dense", "random", "snip", "autos_global", "autos_learned"]
+    rows = table_rows(text, [*methods, "irp (source net)"])
+    for name, (sparsity, *kept_percent, accuracy) in rows.items():
+        assert len(kept_percent) == 3, name  # one column per prunable layer
+        expected = 0.0 if name == "dense" else 0.98
+        assert float(sparsity) == pytest.approx(expected, abs=1e-3), name
+        assert 0.0 <= float(accuracy) <= 1.0, name
+
+
+@pytest.mark.slow
+@needs_fashion_mnist
+@pytest.mark.skipif(not IRP_LABELS.exists(), reason=f"{IRP_LABELS} missing")
+def test_what_autos_learned_runs_in_tiny_mode(monkeypatch):
+    text, images = execute("02_what_autos_learned.ipynb", monkeypatch)
+    assert "TINY=True" in text
+    # (a) on the committed labels |w0| predicts survival; |g0| alone does not.
+    spearman = table_rows(text, ["|w0|", "|g0|"])
+    assert float(spearman["|w0|"][0]) > 0.5
+    assert abs(float(spearman["|g0|"][0])) < 0.2
+    # (c) every mask keeps IRP's count; IRP against itself has IoU 1.
+    names = ["IRP", "|w0| (magnitude)", "AutoS, paper", "AutoS, global"]
+    rows = table_rows(text, [*names, "AutoS, learned"])
+    kept = {name: int(fields[0]) for name, fields in rows.items()}
+    assert len(set(kept.values())) == 1, kept
+    assert float(rows["IRP"][4]) == 1.0
+    for name, fields in rows.items():
+        assert 0.0 <= float(fields[4]) <= 1.0, name
+    # (d) the benchmark CSV is read whatever rows it has so far.
+    num_runs = int(re.search(r"^(\d+) complete runs", text, re.MULTILINE).group(1))
+    assert images == (3 if num_runs else 2)
