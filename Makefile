@@ -55,6 +55,7 @@ format: $(VENV)/.installed-test
 bench: $(VENV)/.installed-demo fashion-mnist
 	$(PY) -m experiments.bench_train
 	$(PY) -m experiments.bench_scorer
+	$(PY) -m experiments.bench_vmap
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
