@@ -460,7 +460,8 @@ def plot(config, rows: list[dict], workdir: str) -> None:
 
     stats = summarize(rows)
     methods = [m for m in _method_order(config, rows) if m != DENSE]
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    colors = dict(zip(methods, plt.cm.tab20.colors, strict=False))
+    fig, ax = plt.subplots(figsize=(8, 4.5))
     for m in methods:
         pts = sorted((s, st) for (mm, s), st in stats.items() if mm == m)
         dens = [1 - st["measured"] for _, st in pts]
@@ -468,7 +469,7 @@ def plot(config, rows: list[dict], workdir: str) -> None:
         ax.errorbar(
             dens, [st["final"][0] for _, st in pts],
             yerr=[st["final"][1] for _, st in pts], marker="o", ms=3,
-            linestyle=style, capsize=2, label=m,
+            linestyle=style, capsize=2, label=m, color=colors[m],
         )  # fmt: skip
     if (DENSE, 0.0) in stats:
         ax.axhline(stats[(DENSE, 0.0)]["final"][0], color="k", lw=0.8, label="dense")
@@ -477,29 +478,36 @@ def plot(config, rows: list[dict], workdir: str) -> None:
     ax.set_xlabel("density (fraction of prunable weights kept, log scale)")
     ax.set_ylabel("final-epoch test accuracy %")
     ax.set_title(f"{config.model} on {config.dataset}, seeds {tuple(config.seeds)}")
-    ax.legend(fontsize="x-small", ncol=2)
+    ax.legend(fontsize="x-small", loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     fig.savefig(os.path.join(workdir, "accuracy.png"), dpi=120)
     plt.close(fig)
 
     s = round(config.density_plot_sparsity, 6)
-    at = {m: stats[(m, s)] for m in methods if (m, s) in stats}
+    # Sanity checks keep their AutoS mask's per-layer densities: not repeated.
+    at = {m: stats[(m, s)] for m in methods if (m, s) in stats and not is_sanity(m)}
     if not at:
         return
     layers = list(next(iter(at.values()))["density"])
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = plt.subplots(figsize=(8, 4))
     width = 0.8 / len(at)
+    floor = 1e-6  # an empty layer is drawn at the floor and marked "x"
     for i, (m, st) in enumerate(at.items()):
         xs = np.arange(len(layers)) + i * width
-        ax.bar(xs, [max(st["density"][k], 1e-6) for k in layers], width, label=m)
+        ys = [max(st["density"][k], floor) for k in layers]
+        ax.bar(xs, ys, width, label=m, color=colors[m])
+        empty = [x for x, k in zip(xs, layers, strict=True) if st["density"][k] == 0]
+        ax.plot(empty, [floor] * len(empty), "kx")
     ax.set_xticks(np.arange(len(layers)) + 0.4 - width / 2)
     ax.set_xticklabels(
         [k.removeprefix(DENSITY_PREFIX).removesuffix("/kernel") for k in layers]
     )
     ax.set_yscale("log")
     ax.set_ylabel("density kept (log)")
-    ax.set_title(f"per-layer density at {100 * s:g}% sparsity")
-    ax.legend(fontsize="x-small", ncol=2)
+    ax.set_title(
+        f"per-layer density at {100 * s:g}% sparsity (mean over seeds; x: empty)"
+    )
+    ax.legend(fontsize="x-small", loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     fig.savefig(os.path.join(workdir, "layer_density.png"), dpi=120)
     plt.close(fig)
@@ -523,7 +531,9 @@ def run_study(config, workdir: str, *, learners=None, report=None) -> str:
     test = data.load_dataset(config.dataset, config.test_split)
     recipe = common.make_recipe(config, len(host_train["label"]))
     if learners is None:
+        tic = time.perf_counter()
         learners, report = run_allocation.fit_learners(config)
+        report["fit_learners_s"] = time.perf_counter() - tic
     device = f"{jax.devices()[0].device_kind} ({os.cpu_count()} host cores)"
     report = {**(report or {}), "device": device}
     with open(os.path.join(workdir, "scorers.json"), "w") as f:
