@@ -15,22 +15,11 @@ measured side by side in the same run.
 
 import argparse
 import json
-import time
 
 import jax
-import numpy as np
 
 from autosparse_jax import criteria, data, masks, models, train
-
-
-def _median_time(fn, repeats: int) -> float:
-    jax.block_until_ready(fn())  # compile and warm up
-    times = []
-    for _ in range(repeats):
-        tic = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - tic)
-    return float(np.median(times))
+from experiments import common
 
 
 def bench(name: str, k: int, device_data, *, batch_size: int, repeats: int) -> dict:
@@ -59,8 +48,8 @@ def bench(name: str, k: int, device_data, *, batch_size: int, repeats: int) -> d
             one(s, device_data, key, 0) for s, key in zip(states, keys, strict=True)
         ]
 
-    sequential = _median_time(in_turn, repeats)
-    vmapped = _median_time(lambda: batched(stacked, device_data, keys, 0), repeats)
+    sequential = common.timed(in_turn, repeats)
+    vmapped = common.timed(lambda: batched(stacked, device_data, keys, 0), repeats)
     return {
         "model": name,
         "k": k,

@@ -7,14 +7,16 @@ import dataclasses
 import importlib.util
 import json
 import os
+import time
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import jax
 import ml_collections
+import numpy as np
 import optax
 
-from autosparse_jax import data, features, masks, models, train
+from autosparse_jax import allocation, data, features, masks, models, train
 
 
 def load_config(path: str) -> ml_collections.ConfigDict:
@@ -214,15 +216,67 @@ def read_jsonl(path: str) -> list[dict[str, Any]]:
     return records
 
 
-def append_jsonl(path: str, record: Mapping[str, Any]) -> None:
-    """Appends one JSON line, first ending a partial line left by a killed run."""
+def append_text(path: str, text: str) -> None:
+    """Appends ``text``, first ending a partial line left by a killed run."""
     with open(path, "a+") as f:
         f.seek(0, os.SEEK_END)
         if f.tell() > 0:
             f.seek(f.tell() - 1)
             if f.read(1) != "\n":
                 f.write("\n")
-        f.write(json.dumps(record) + "\n")
+        f.write(text)
+
+
+def append_jsonl(path: str, record: Mapping[str, Any]) -> None:
+    """Appends one JSON line (``append_text``)."""
+    append_text(path, json.dumps(record) + "\n")
+
+
+def timed(fn, repeats: int = 5) -> float:
+    """Median wall time of ``fn()`` (blocked until ready) after one warm-up call."""
+    jax.block_until_ready(fn())
+    times = []
+    for _ in range(repeats):
+        tic = time.perf_counter()
+        jax.block_until_ready(fn())
+        times.append(time.perf_counter() - tic)
+    return float(np.median(times))
+
+
+class Target(NamedTuple):
+    """One seed's network and what every method prunes it from.
+
+    Seed ``s`` splits ``jax.random.key(s)`` into init, score and data keys
+    (the score key into the scoring-batch and prune keys), as every study does,
+    so rows shared by two studies repeat each other's numbers.
+    """
+
+    seed: int
+    params: Any
+    model_state: Any
+    apply_fn: Any
+    batches: Any  # num_score_batches stacked preprocessed training batches
+    prune_key: jax.Array
+    data_key: jax.Array
+    phi: np.ndarray  # allocation.layer_features of the network
+
+
+def make_target(seed: int, recipe: Recipe, host_train, config) -> Target:
+    """The ``Target`` of ``seed`` for a study config (``num_score_batches``...)."""
+    init_key, score_key, data_key = jax.random.split(jax.random.key(seed), 3)
+    batch_key, prune_key = jax.random.split(score_key)
+    params, model_state = models.init_params(init_key, recipe.model, recipe.input_shape)
+    apply_fn = models.make_apply_fn(recipe.model, model_state)
+    batches = score_batches(
+        batch_key, host_train, config.dataset, config.num_score_batches,
+        config.score_batch_size,
+    )  # fmt: skip
+    phi = allocation.layer_features(
+        params, apply_fn=apply_fn, input_shape=recipe.input_shape
+    )
+    return Target(
+        seed, params, model_state, apply_fn, batches, prune_key, data_key, phi
+    )
 
 
 def summarize_training(

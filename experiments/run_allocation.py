@@ -176,16 +176,8 @@ def layer_counts(
 
 
 def run_seed(seed, todo, learners, recipe, host_train, datasets, config, on_done):
-    key = jax.random.key(seed)
-    init_key, score_key, data_key = jax.random.split(key, 3)
-    batch_key, prune_key = jax.random.split(score_key)
-    params, model_state = models.init_params(init_key, recipe.model, recipe.input_shape)
-    apply_fn = models.make_apply_fn(recipe.model, model_state)
-    batches = common.score_batches(
-        batch_key, host_train, config.dataset, config.num_score_batches,
-        config.score_batch_size,
-    )  # fmt: skip
-    phi = al.layer_features(params, apply_fn=apply_fn, input_shape=recipe.input_shape)
+    t = common.make_target(seed, recipe, host_train, config)
+    params, apply_fn = t.params, t.apply_fn
     cache = {}
 
     def scores(ranking, allocation):
@@ -194,7 +186,7 @@ def run_seed(seed, todo, learners, recipe, host_train, datasets, config, on_done
         )
         if name not in cache:
             cache[name] = ranking_scores(
-                ranking, allocation, learners, prune_key, params, batches, apply_fn
+                ranking, allocation, learners, t.prune_key, params, t.batches, apply_fn
             )
         return cache[name]
 
@@ -207,14 +199,20 @@ def run_seed(seed, todo, learners, recipe, host_train, datasets, config, on_done
             s = scores(ranking, allocation)
             counts = layer_counts(
                 allocation, sparsity, s, scores("snip", allocation), learners,
-                params, phi, config,
+                params, t.phi, config,
             )  # fmt: skip
             if counts is None:
                 continue
             mask = al.mask_from_counts(s, counts)
         tic = time.perf_counter()
         _, history = common.train_masked(
-            recipe, data_key, params, model_state, mask, *datasets, progress=False
+            recipe,
+            t.data_key,
+            params,
+            t.model_state,
+            mask,
+            *datasets,
+            progress=False,
         )
         record.update(
             common.summarize_training(mask, history, time.perf_counter() - tic)

@@ -35,7 +35,6 @@ method at ``config.density_plot_sparsity``).
 """
 
 import csv
-import dataclasses
 import io
 import json
 import os
@@ -163,13 +162,7 @@ def append_csv(path: str, row: Mapping[str, Any], fields: Sequence[str]) -> None
     if new:
         writer.writeheader()
     writer.writerow({k: row[k] for k in fields})
-    with open(path, "a+") as f:
-        f.seek(0, os.SEEK_END)
-        if f.tell() > 0:
-            f.seek(f.tell() - 1)
-            if f.read(1) != "\n":
-                f.write("\n")
-        f.write(buf.getvalue())
+    common.append_text(path, buf.getvalue())
 
 
 def csv_row(record: Mapping[str, Any]) -> dict[str, Any]:
@@ -183,36 +176,7 @@ def csv_row(record: Mapping[str, Any]) -> dict[str, Any]:
 # ----------------------------------------------------------------- the masks
 
 
-@dataclasses.dataclass
-class Target:
-    """One seed's network and everything every method prunes it from."""
-
-    seed: int
-    params: Any
-    model_state: Any
-    apply_fn: Any
-    batches: Any
-    prune_key: jax.Array
-    data_key: jax.Array
-    phi: np.ndarray
-
-
-def make_target(seed: int, recipe, host_train, config) -> Target:
-    init_key, score_key, data_key = jax.random.split(jax.random.key(seed), 3)
-    batch_key, prune_key = jax.random.split(score_key)
-    params, model_state = models.init_params(init_key, recipe.model, recipe.input_shape)
-    apply_fn = models.make_apply_fn(recipe.model, model_state)
-    batches = common.score_batches(
-        batch_key, host_train, config.dataset, config.num_score_batches,
-        config.score_batch_size,
-    )  # fmt: skip
-    phi = al.layer_features(params, apply_fn=apply_fn, input_shape=recipe.input_shape)
-    return Target(
-        seed, params, model_state, apply_fn, batches, prune_key, data_key, phi
-    )
-
-
-def baseline_mask(name: str, sparsity: float, t: Target, config) -> Any:
+def baseline_mask(name: str, sparsity: float, t: common.Target, config) -> Any:
     return prune_at_init(
         t.prune_key,
         criteria.CRITERIA[name],
@@ -226,7 +190,7 @@ def baseline_mask(name: str, sparsity: float, t: Target, config) -> Any:
     )
 
 
-def autos_mask(name: str, sparsity: float, t: Target, learners, cache) -> Any:
+def autos_mask(name: str, sparsity: float, t: common.Target, learners, cache) -> Any:
     """AutoS's mask: the scorer's ranking under its allocation."""
     allocation = AUTOS[name]
     if name not in cache:
@@ -241,7 +205,7 @@ def autos_mask(name: str, sparsity: float, t: Target, learners, cache) -> Any:
     return al.mask_from_counts(cache[name], counts)
 
 
-def run_irp(t: Target, recipe, datasets, config, workdir: str) -> irp.IRPResult:
+def run_irp(t: common.Target, recipe, datasets, config, workdir: str) -> irp.IRPResult:
     """IRP of the target seed (checkpointed; a finished run is just reloaded)."""
     irp_config = irp.IRPConfig(**config.irp)
     path = os.path.join(workdir, f"irp_seed{t.seed}.jsonl")
@@ -275,7 +239,7 @@ def irp_mask(result: irp.IRPResult, sparsity: float) -> Any:
     return result.masks[1 + evaluation.irp_round_at(rounds, sparsity)]
 
 
-def method_mask(method, sparsity, t: Target, ctx) -> tuple[Any, Any]:
+def method_mask(method, sparsity, t: common.Target, ctx) -> tuple[Any, Any]:
     """``(mask, params to train)`` of one method at one sparsity."""
     base, _, check = method.rpartition("_")
     if method == DENSE:
@@ -305,7 +269,7 @@ def method_mask(method, sparsity, t: Target, ctx) -> tuple[Any, Any]:
 
 def run_seed(seed, todo, ctx, on_done: Callable[[dict], None]) -> None:
     recipe, config = ctx["recipe"], ctx["config"]
-    t = make_target(seed, recipe, ctx["host_train"], config)
+    t = common.make_target(seed, recipe, ctx["host_train"], config)
     ctx["cache"] = {}
     ctx["irp"] = lambda target: run_irp(
         target, recipe, ctx["datasets"], config, ctx["workdir"]

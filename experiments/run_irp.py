@@ -224,17 +224,6 @@ def run_rounds(
 # ----------------------------------------------------------------- timings
 
 
-def timed(fn, repeats: int = 5) -> float:
-    """Median wall time of ``fn()`` (blocked until ready) after one warm-up call."""
-    jax.block_until_ready(fn())
-    times = []
-    for _ in range(repeats):
-        tic = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - tic)
-    return float(np.median(times))
-
-
 def time_overheads(config, setup: Setup, result: irp.IRPResult) -> dict[str, float]:
     """Seconds of a round's score + prune + rewind, and of its evaluation.
 
@@ -268,8 +257,8 @@ def time_overheads(config, setup: Setup, result: irp.IRPResult) -> dict[str, flo
     args += (state.mask, batch)
     evaluate = setup.recipe.evaluate
     return {
-        "prune_rewind_s": timed(lambda: fn(*args)),
-        "eval_s": timed(lambda: evaluate(state, setup.test_data), repeats=3),
+        "prune_rewind_s": common.timed(lambda: fn(*args)),
+        "eval_s": common.timed(lambda: evaluate(state, setup.test_data), repeats=3),
     }
 
 
