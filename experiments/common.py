@@ -16,7 +16,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from autosparse_jax import allocation, data, features, masks, models, train
+from autosparse_jax import allocation, criteria, data, features, masks, models, train
 
 
 def load_config(path: str) -> ml_collections.ConfigDict:
@@ -61,10 +61,13 @@ class Recipe(NamedTuple):
     """The compiled training recipe of one (model, dataset, config).
 
     ``model`` is the plain model (for criteria and ``make_apply_fn``); the epoch
-    and evaluation programs train its ``fast_conv_grad`` twin on CPU.
+    and evaluation programs train ``trained_model``, its ``fast_conv_grad``
+    twin on CPU (same params and gradients; the plain model elsewhere), which
+    IRP's round program trains too.
     """
 
     model: Any
+    trained_model: Any
     input_shape: tuple[int, ...]
     optimizer: optax.GradientTransformation
     train_epoch: train.EpochFn
@@ -87,6 +90,7 @@ def make_recipe(config: ml_collections.ConfigDict, num_train: int) -> Recipe:
     preprocess = data.preprocess_config(config.dataset)
     return Recipe(
         model=model,
+        trained_model=trained,
         input_shape=info.input_shape,
         optimizer=optimizer,
         train_epoch=train.make_train_epoch(
@@ -121,6 +125,13 @@ def train_masked(
         evaluate=recipe.evaluate,
         **kwargs,
     )
+
+
+prune_at_init = jax.jit(
+    criteria.prune_at_init,
+    static_argnames=("criterion", "apply_fn", "scope", "num_rounds", "schedule"),
+)
+"""``criteria.prune_at_init`` jitted once per process (sparsity traced)."""
 
 
 def score_batches(

@@ -72,11 +72,6 @@ FIELDS = (
 )
 DENSITY_PREFIX = "density:"
 
-prune_at_init = jax.jit(
-    criteria.prune_at_init,
-    static_argnames=("criterion", "apply_fn", "scope", "num_rounds", "schedule"),
-)
-
 
 # ------------------------------------------------------------------ the plan
 
@@ -135,11 +130,7 @@ def read_csv(path: str) -> list[dict[str, Any]]:
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
         rows = [r for r in reader if None not in r and None not in r.values()]
-    out = []
-    for row in rows:
-        parsed = {k: _parse(k, v) for k, v in row.items()}
-        out.append(parsed)
-    return out
+    return [{k: _parse(k, v) for k, v in row.items()} for row in rows]
 
 
 def _parse(key: str, value: str) -> Any:
@@ -176,8 +167,8 @@ def csv_row(record: Mapping[str, Any]) -> dict[str, Any]:
 # ----------------------------------------------------------------- the masks
 
 
-def baseline_mask(name: str, sparsity: float, t: common.Target, config) -> Any:
-    return prune_at_init(
+def baseline_mask(name: str, sparsity: float, t: common.Target) -> Any:
+    return common.prune_at_init(
         t.prune_key,
         criteria.CRITERIA[name],
         t.params,
@@ -207,20 +198,14 @@ def autos_mask(name: str, sparsity: float, t: common.Target, learners, cache) ->
 
 def run_irp(t: common.Target, recipe, datasets, config, workdir: str) -> irp.IRPResult:
     """IRP of the target seed (checkpointed; a finished run is just reloaded)."""
-    irp_config = irp.IRPConfig(**config.irp)
     path = os.path.join(workdir, f"irp_seed{t.seed}.jsonl")
-    trained = models.get_model(
-        config.model,
-        num_classes=data.DATASETS[config.dataset].num_classes,
-        fast_conv_grad=jax.default_backend() == "cpu",
-    )
-    result = irp.irp(
+    return irp.irp(
         t.data_key,
         t.params,
         datasets[0],
-        model=trained,
+        model=recipe.trained_model,
         optimizer=recipe.optimizer,
-        config=irp_config,
+        config=irp.IRPConfig(**config.irp),
         eval_data=datasets[1],
         model_state=t.model_state,
         preprocess=data.preprocess_config(config.dataset),
@@ -230,7 +215,6 @@ def run_irp(t: common.Target, recipe, datasets, config, workdir: str) -> irp.IRP
         callback=lambda r, row: common.append_jsonl(path, {"seed": t.seed, **row}),
         progress=None,
     )
-    return result
 
 
 def irp_mask(result: irp.IRPResult, sparsity: float) -> Any:
@@ -245,7 +229,7 @@ def method_mask(method, sparsity, t: common.Target, ctx) -> tuple[Any, Any]:
     if method == DENSE:
         return masks.dense_mask(t.params), t.params
     if method in BASELINES:
-        return baseline_mask(method, sparsity, t, ctx["config"]), t.params
+        return baseline_mask(method, sparsity, t), t.params
     if method in AUTOS:
         return autos_mask(method, sparsity, t, ctx["learners"], ctx["cache"]), t.params
     if method == IRP:

@@ -87,13 +87,12 @@ def write_jsonl(path: str, records: list[Mapping[str, Any]]) -> None:
 
 
 class Setup(NamedTuple):
-    """Everything built once: data, recipe, trained model, keys, initial params."""
+    """Everything built once: data, recipe (with its trained model), keys, params."""
 
     host_train: dict[str, np.ndarray]
     train_data: dict[str, jax.Array]
     test_data: dict[str, jax.Array]
     recipe: common.Recipe
-    trained_model: Any  # the fast_conv_grad twin on CPU (same params)
     params: Any
     model_state: Any
     prune_key: jax.Array  # run_pai_baselines' prune key for the same seed
@@ -102,7 +101,7 @@ class Setup(NamedTuple):
 
 
 def make_setup(config: ml_collections.ConfigDict) -> Setup:
-    """Loads the data and builds the recipe, the trained model and the params."""
+    """Loads the data and builds the recipe and the params."""
     host_train = data.load_dataset(config.dataset, config.train_split)
     host_test = data.load_dataset(config.dataset, config.test_split)
     recipe = common.make_recipe(config, len(host_train["label"]))
@@ -110,17 +109,11 @@ def make_setup(config: ml_collections.ConfigDict) -> Setup:
     init_key, score_key, data_key, irp_key = jax.random.split(key, 4)
     del key
     params, model_state = models.init_params(init_key, recipe.model, recipe.input_shape)
-    trained_model = models.get_model(
-        config.model,
-        num_classes=data.DATASETS[config.dataset].num_classes,
-        fast_conv_grad=jax.default_backend() == "cpu",
-    )
     return Setup(
         host_train=host_train,
         train_data=train.to_device(host_train),
         test_data=train.to_device(host_test),
         recipe=recipe,
-        trained_model=trained_model,
         params=params,
         model_state=model_state,
         prune_key=jax.random.split(score_key)[1],
@@ -202,7 +195,7 @@ def run_rounds(
             setup.irp_key,
             setup.params,
             setup.train_data,
-            model=setup.trained_model,
+            model=setup.recipe.trained_model,
             optimizer=setup.recipe.optimizer,
             config=irp_config,
             eval_data=setup.test_data,
@@ -230,7 +223,7 @@ def time_overheads(config, setup: Setup, result: irp.IRPResult) -> dict[str, flo
     Both are timed as separate jitted calls on the final round's arrays (the
     round program fuses them with training, so they cannot be timed inside it).
     """
-    model, state = setup.trained_model, result.final_state
+    model, state = setup.recipe.trained_model, result.final_state
     criterion = criteria.CRITERIA[config.irp.criterion]
 
     def prune_rewind(key, params, model_state, rewind_params, mask, batch):

@@ -35,11 +35,6 @@ DEFAULT_CONFIG = "experiments/configs/pai_fmnist_lenet300.py"
 DEFAULT_WORKDIR = "experiments/results/pai_fmnist_lenet300"
 DENSE = "dense"
 
-prune_at_init = jax.jit(
-    criteria.prune_at_init,
-    static_argnames=("criterion", "apply_fn", "scope", "num_rounds", "schedule"),
-)
-
 
 # ------------------------------------------------------------ config, workdir
 
@@ -93,7 +88,7 @@ def prune(key, name, params, batch, apply_fn, sparsity, config) -> tuple[Any, di
     """The criterion's mask and its timings (first call, then a second call)."""
 
     def call():
-        return prune_at_init(
+        return common.prune_at_init(
             key,
             criteria.CRITERIA[name],
             params,
