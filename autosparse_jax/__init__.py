@@ -7,6 +7,7 @@ re-exported for convenience. The ``train`` host loop is ``train.train``.
 
 from autosparse_jax import (
     allocation,
+    autosparse,
     checkpoint,
     conv,
     criteria,
@@ -14,18 +15,23 @@ from autosparse_jax import (
     evaluation,
     features,
     irp,
+    layers,
     losses,
     masks,
     models,
+    pretrained,
     scorer,
     train,
     types,
 )
+from autosparse_jax.autosparse import AutoSparse
 from autosparse_jax.criteria import CRITERIA, compute_scores, prune_at_init
 from autosparse_jax.data import (
     DATASETS,
     DatasetInfo,
     PreprocessConfig,
+    fit_preprocess,
+    from_arrays,
     load_dataset,
     preprocess,
     preprocess_config,
@@ -43,14 +49,12 @@ from autosparse_jax.losses import accuracy, classification_loss, cross_entropy
 from autosparse_jax.masks import (
     apply_mask,
     dense_mask,
-    erk,
     is_prunable,
     is_prunable_except_output,
     mask_from_scores,
     mask_sparsity,
     sparsity,
     sparsity_by_layer,
-    uniform,
 )
 from autosparse_jax.models import (
     MODELS,
@@ -64,7 +68,7 @@ from autosparse_jax.scorer import (
     Scorer,
     ScorerConfig,
     ScorerMLP,
-    autosparse_prune,
+    as_criterion,
     load_scorer,
     predict_scores,
     save_scorer,
@@ -85,6 +89,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "allocation",
+    "autosparse",
+    "AutoSparse",
     "CRITERIA",
     "DATASETS",
     "FEATURE_SETS",
@@ -101,7 +107,7 @@ __all__ = [
     "TrainState",
     "accuracy",
     "apply_mask",
-    "autosparse_prune",
+    "as_criterion",
     "checkpoint",
     "classification_loss",
     "compute_features",
@@ -113,14 +119,16 @@ __all__ = [
     "data",
     "data_parallel_mesh",
     "dense_mask",
-    "erk",
     "evaluation",
     "features",
+    "fit_preprocess",
+    "from_arrays",
     "get_model",
     "init_params",
     "init_train_state",
     "irp",
     "irp_seeds",
+    "layers",
     "is_prunable",
     "is_prunable_except_output",
     "load_dataset",
@@ -136,6 +144,7 @@ __all__ = [
     "masks",
     "models",
     "predict_scores",
+    "pretrained",
     "preprocess",
     "preprocess_config",
     "prune_at_init",
@@ -150,6 +159,5 @@ __all__ = [
     "train",
     "train_scorer",
     "types",
-    "uniform",
     "unstack_scores",
 ]

@@ -1,29 +1,43 @@
-"""Per-layer allocation of kept weights, and masks with an exact count per layer.
+"""Allocations: how many weights each prunable layer keeps.
 
-AutoS ranked globally (the paper) lets the scale of each layer's features
-decide how many of its weights survive, which can remove whole layers at high
-sparsity ("layer collapse"). This module splits the decision in two: how many
-weights each prunable layer keeps (an *allocation*: ``"global"``, ``"learned"``
-from an IRP run's per-layer densities, ``"erk"``, ``"uniform"``, or the
-densities another criterion's global ranking would choose), and which ones
-(any score, ranked within the layer). Every allocation keeps exactly
-``round((1 - sparsity) * N)`` weights, at least one and at most all of every
-layer, with a traced ``sparsity`` (one compilation for a sweep).
+Every mask of the library is built the same way: scores, then an
+*allocation* that turns them into a kept count per prunable layer, then the
+``count`` highest scores inside each layer (``mask_from_counts``). An
+allocation is a plain callable ``(scores, sparsity, context) -> counts``
+(``[L]`` int32, tree order of the prunable leaves) passed to
+``criteria.prune_at_init``, so the number kept per layer and which weights
+are kept are chosen separately (Liu, Cheng et al. 2024, arXiv 2408.14757,
+rank globally; a global threshold can empty a layer, "layer collapse"). The
+built-in allocations are small frozen dataclasses (hashable, so static under
+``jax.jit``): ``global_topk`` (one threshold over all layers, the paper's),
+``uniform``, ``erk``, ``like(criterion)`` (the densities another criterion's
+global ranking would choose) and ``learned(model)`` (a model fitted on an IRP
+run's per-layer densities, ``fit_allocation``). Each keeps exactly
+``round((1 - sparsity) * N)`` weights with a traced ``sparsity`` and, unless
+asked (``global_topk(min_per_layer=0)``), at least one in every layer.
 """
 
 import dataclasses
+import inspect
 import math
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from autosparse_jax import features, masks
-from autosparse_jax.types import ApplyFn, Mask, Params, PrunableFn, Scores
+from autosparse_jax import layers, masks
+from autosparse_jax.types import (
+    ApplyFn,
+    Batch,
+    Mask,
+    Params,
+    PRNGKey,
+    PrunableFn,
+    Scores,
+)
 
-ALLOCATIONS = ("global", "learned", "erk", "uniform", "scores")
 LAYER_FEATURE_NAMES = (
     "log fan_in",
     "log fan_out",
@@ -62,31 +76,124 @@ class AllocationModel:
     metadata: tuple[tuple[str, Any], ...] = ()
 
 
+class AllocationContext(NamedTuple):
+    """What an allocation may read about the network being pruned.
+
+    Attributes:
+      key: PRNG key for the allocation's own randomness (independent of the
+        criterion's key).
+      params: the params being pruned.
+      batch: the pruning batch (one batch or ``K`` stacked batches).
+      apply_fn: ``apply_fn(params, x) -> logits``.
+      mask: the current mask (dense in one-shot pruning; in round ``r`` of
+        multi-round pruning, the mask after round ``r - 1``).
+      layers: static ``layers.LeafContext`` of each prunable leaf, tree order.
+      prunable: the predicate in use. Static.
+    """
+
+    key: PRNGKey
+    params: Params
+    batch: Batch
+    apply_fn: ApplyFn
+    mask: Mask
+    layers: tuple[layers.LeafContext, ...]
+    prunable: PrunableFn
+
+    @property
+    def sizes(self) -> np.ndarray:
+        """``[L]`` number of weights of each prunable layer (host ints)."""
+        return np.array([c.size for c in self.layers])
+
+    @property
+    def shapes(self) -> list[tuple[int, ...]]:
+        """The shape of each prunable leaf (tree order)."""
+        items, flags, _ = masks._flatten(self.params, self.prunable, "params")
+        return [np.shape(x) for (_, x), f in zip(items, flags, strict=True) if f]
+
+    @property
+    def alive(self) -> jax.Array:
+        """``[L]`` int32 weights of each prunable layer alive in ``mask``."""
+        leaves = masks._prunable_mask_leaves(self.mask, self.prunable)
+        return jnp.stack([jnp.sum(m, dtype=jnp.int32) for _, m in leaves])
+
+
+Allocation = Callable[[Scores, Any, AllocationContext], jax.Array]
+"""``allocation(scores, sparsity, context) -> [L] int32`` kept per layer."""
+
+
+def input_shape_of(batch: Batch) -> tuple[int, ...]:
+    """One example's shape from a batch ``[B, ...]`` or stacked ``[K, B, ...]``."""
+    lead = np.ndim(batch["label"])
+    if lead not in (1, 2):
+        raise ValueError(
+            f"batch['label'] must be [B] (one batch) or [K, B] (K batches), got "
+            f"shape {np.shape(batch['label'])}."
+        )
+    return tuple(np.shape(batch["image"])[lead:])
+
+
+def make_context(
+    key: PRNGKey,
+    params: Params,
+    batch: Batch,
+    *,
+    apply_fn: ApplyFn,
+    mask: Mask | None = None,
+    prunable: PrunableFn = masks.is_prunable,
+) -> AllocationContext:
+    """The ``AllocationContext`` of a network (layer context read from shapes).
+
+    Depth follows the forward pass on ``batch``'s input shape; with
+    ``batch=None`` (data-free criteria) it is the tree order.
+
+    Example:
+      >>> ctx = make_context(key, params, batch, apply_fn=apply_fn)
+      >>> counts = erk()(scores, 0.99, ctx)
+    """
+    abstract = jax.tree.map(
+        lambda p: jax.ShapeDtypeStruct(np.shape(p), p.dtype), params
+    )
+    if batch is None:  # Data-free criteria: depth in tree order.
+        contexts = layers.tree_order_contexts(abstract, prunable=prunable)
+    else:
+        contexts = layers.layer_contexts(
+            abstract,
+            apply_fn=apply_fn,
+            input_shape=input_shape_of(batch),
+            prunable=prunable,
+        )
+    return AllocationContext(
+        key=key,
+        params=params,
+        batch=batch,
+        apply_fn=apply_fn,
+        mask=masks.dense_mask(params) if mask is None else mask,
+        layers=tuple(c for c in contexts if c is not None),
+        prunable=prunable,
+    )
+
+
+def criterion_kwargs(criterion: Callable[..., Scores], prunable: PrunableFn) -> dict:
+    """``{"prunable": prunable}`` if ``criterion`` takes that keyword, else ``{}``.
+
+    Criteria whose scores depend on which leaves are prunable (GraSP, SynFlow,
+    AutoS) take the predicate in use, so one predicate holds everywhere.
+    """
+    try:
+        params = inspect.signature(criterion).parameters
+    except (TypeError, ValueError):
+        return {}
+    return {"prunable": prunable} if "prunable" in params else {}
+
+
 # ------------------------------------------------------------ layer context
 
 
-def layer_features(
-    params: Params,
-    *,
-    apply_fn: ApplyFn,
-    input_shape: Sequence[int],
-    prunable: PrunableFn = masks.is_prunable,
-) -> np.ndarray:
-    """``[L, 7]`` context of each prunable layer (``LAYER_FEATURE_NAMES``), host.
-
-    Layers are in ``jax.tree.leaves`` order (as ``features.layer_ids``); depth
-    follows the forward pass (``features.layer_contexts``).
-
-    Example:
-      >>> phi = layer_features(params, apply_fn=apply_fn, input_shape=(28, 28, 1))
-    """
-    contexts = features.layer_contexts(
-        params, apply_fn=apply_fn, input_shape=input_shape, prunable=prunable
-    )
-    chosen = [c for c in contexts if c is not None]
-    total = sum(c.size for c in chosen)
+def context_features(contexts: Sequence[layers.LeafContext]) -> np.ndarray:
+    """``[L, 7]`` ``LAYER_FEATURE_NAMES`` of prunable layers' contexts (host)."""
+    total = sum(c.size for c in contexts)
     rows = []
-    for c in chosen:
+    for c in contexts:
         receptive = c.fan_in * c.fan_out // c.size  # kh * kw; 1 for a dense kernel
         rows.append(
             [
@@ -100,6 +207,27 @@ def layer_features(
             ]
         )
     return np.asarray(rows, np.float64)
+
+
+def layer_features(
+    params: Params,
+    *,
+    apply_fn: ApplyFn,
+    input_shape: Sequence[int],
+    prunable: PrunableFn = masks.is_prunable,
+) -> np.ndarray:
+    """``[L, 7]`` context of each prunable layer (``LAYER_FEATURE_NAMES``), host.
+
+    Layers are in ``jax.tree.leaves`` order; depth follows the forward pass
+    (``layers.layer_contexts``).
+
+    Example:
+      >>> phi = layer_features(params, apply_fn=apply_fn, input_shape=(28, 28, 1))
+    """
+    contexts = layers.layer_contexts(
+        params, apply_fn=apply_fn, input_shape=input_shape, prunable=prunable
+    )
+    return context_features([c for c in contexts if c is not None])
 
 
 def layer_sizes(
@@ -229,19 +357,24 @@ def _fill(amount: jax.Array, capacity: jax.Array, priority: jax.Array) -> jax.Ar
     return first + take(amount - jnp.sum(first), capacity - first)
 
 
-def integer_counts(kept: jax.Array, sizes: np.ndarray, total: jax.Array) -> jax.Array:
+def integer_counts(
+    kept: jax.Array, capacity: Any, total: Any, *, minimum: int = 1
+) -> jax.Array:
     """Rounds real per-layer kept counts to integers with an exact total.
 
-    Each layer keeps between 1 and all of its weights. After flooring and
-    clipping, missing weights go to the layers with the largest fractional
-    parts, and surplus ones (from layers raised to 1) are taken back from those
-    with the smallest, as many per layer as it can give (ties to the lower
-    layer index).
+    Each layer keeps between ``minimum`` and ``capacity`` weights. After
+    flooring and clipping, missing weights go to the layers with the largest
+    fractional parts, and surplus ones (from layers raised to ``minimum``)
+    are taken back from those with the smallest, as many per layer as it can
+    give (ties to the lower layer index).
 
     Args:
       kept: ``[L]`` real counts, roughly summing to ``total``.
-      sizes: ``[L]`` layer sizes (static).
-      total: the exact number to keep, between ``L`` and ``sum(sizes)``.
+      capacity: ``[L]`` most each layer can keep (its size, or its alive
+        weights), static or traced.
+      total: the exact number to keep, between ``minimum * L`` and
+        ``sum(capacity)``.
+      minimum: fewest weights a layer keeps (1: never an empty layer).
 
     Returns:
       ``[L]`` int32 counts summing to ``total``.
@@ -250,168 +383,282 @@ def integer_counts(kept: jax.Array, sizes: np.ndarray, total: jax.Array) -> jax.
       >>> integer_counts(jnp.array([2.6, 1.2, 0.2]), np.array([10, 10, 10]), 4)
       Array([2, 1, 1], dtype=int32)
     """
-    n = jnp.asarray(sizes, jnp.int32)
+    n = jnp.asarray(capacity, jnp.int32)
     kept = jnp.asarray(kept, jnp.float32)
     frac = kept - jnp.floor(kept)
-    counts = jnp.clip(jnp.floor(kept).astype(jnp.int32), 1, n)
+    counts = jnp.clip(jnp.floor(kept).astype(jnp.int32), minimum, n)
     rest = total - jnp.sum(counts)
     add = _fill(jnp.maximum(rest, 0), n - counts, -frac)
-    remove = _fill(jnp.maximum(-rest, 0), counts - 1, frac)
+    remove = _fill(jnp.maximum(-rest, 0), counts - minimum, frac)
     return counts + add - remove
 
 
-def _total(sizes: np.ndarray, sparsity: float | jax.Array) -> jax.Array:
-    total = masks._num_keep(sparsity, int(np.sum(sizes)))
-    total = jnp.asarray(total, jnp.int32)
-    return jnp.clip(total, len(sizes), int(np.sum(sizes)))
+def num_keep(sparsity: Any, ctx: AllocationContext) -> Any:
+    """``round((1 - sparsity) * N)``: the total every allocation must keep."""
+    return masks._num_keep(sparsity, int(ctx.sizes.sum()))
+
+
+def _total(ctx: AllocationContext, sparsity: Any, minimum: int) -> jax.Array:
+    """``num_keep``; refuses (concretely) a total below ``minimum`` per layer."""
+    total = num_keep(sparsity, ctx)
+    num_layers, n = len(ctx.layers), int(ctx.sizes.sum())
+    if masks._is_concrete(total) and total < minimum * num_layers:
+        raise ValueError(
+            f"sparsity {float(sparsity)} keeps {total} weights, fewer than "
+            f"{minimum} in each of the {num_layers} prunable layers; lower the "
+            "sparsity or use allocation.global_topk(min_per_layer=0)."
+        )
+    return jnp.clip(jnp.asarray(total, jnp.int32), minimum * num_layers, n)
 
 
 def counts_from_logits(
-    logits: jax.Array, sizes: np.ndarray, sparsity: float | jax.Array
+    logits: jax.Array, sparsity: Any, ctx: AllocationContext
 ) -> jax.Array:
     """Per-layer counts with density ``sigmoid(logit_l + t)``, ``t`` solved."""
-    n = jnp.asarray(sizes, jnp.float32)
-    total = _total(sizes, sparsity)
+    n = jnp.asarray(ctx.sizes, jnp.float32)
+    total = _total(ctx, sparsity, 1)
     lo, hi = -jnp.max(logits) - 40.0, -jnp.min(logits) + 40.0
     t = _solve_shift(lambda t: jax.nn.sigmoid(logits + t), n, total, lo, hi)
-    return integer_counts(n * jax.nn.sigmoid(logits + t), sizes, total)
+    return integer_counts(n * jax.nn.sigmoid(logits + t), ctx.alive, total)
 
 
-def counts_erk(
-    shapes: Sequence[tuple[int, ...]], sparsity: float | jax.Array, *, power: float
-) -> jax.Array:
-    """ERK (``power=1``) or uniform (``power=0``) counts: ``min(1, e^t raw_l)``."""
-    sizes = np.array([math.prod(s) for s in shapes])
-    raw = jnp.asarray([(sum(s) / math.prod(s)) ** power for s in shapes], jnp.float32)
-    n = jnp.asarray(sizes, jnp.float32)
-    total = _total(sizes, sparsity)
-    lo, hi = -jnp.log(jnp.max(raw)) - 40.0, -jnp.log(jnp.min(raw)) + 1.0
-    t = _solve_shift(lambda t: jnp.minimum(1.0, jnp.exp(t) * raw), n, total, lo, hi)
-    return integer_counts(n * jnp.minimum(1.0, jnp.exp(t) * raw), sizes, total)
+def _kept_by_layer(mask: Mask, prunable: PrunableFn) -> jax.Array:
+    leaves = masks._prunable_mask_leaves(mask, prunable)
+    return jnp.stack([jnp.sum(m, dtype=jnp.int32) for _, m in leaves])
 
 
-def counts_from_scores(
-    scores: Scores, sparsity: float | jax.Array, *, prunable: PrunableFn
-) -> jax.Array:
-    """The per-layer counts a global top-k of ``scores`` keeps (each >= 1)."""
-    mask = masks.mask_from_scores(scores, sparsity, prunable=prunable)
-    kept = jnp.stack(
-        [jnp.sum(m) for _, m in masks._prunable_mask_leaves(mask, prunable)]
-    )
-    sizes = layer_sizes(scores, prunable=prunable)
-    return integer_counts(kept.astype(jnp.float32), sizes, _total(sizes, sparsity))
+# -------------------------------------------------------------- allocations
+
+
+@dataclasses.dataclass(frozen=True)
+class _GlobalTopK:
+    min_per_layer: int
+
+    def __call__(self, scores: Scores, sparsity: Any, ctx: AllocationContext):
+        mask = masks.mask_from_scores(
+            scores, sparsity, prunable=ctx.prunable, mask=ctx.mask
+        )
+        kept = _kept_by_layer(mask, ctx.prunable)
+        if self.min_per_layer == 0:
+            return kept
+        total = _total(ctx, sparsity, self.min_per_layer)
+        return integer_counts(
+            kept.astype(jnp.float32), ctx.alive, total, minimum=self.min_per_layer
+        )
+
+
+def global_topk(*, min_per_layer: int = 1) -> Allocation:
+    """One threshold over all prunable layers (the paper's global ranking).
+
+    Each layer keeps as many weights as a global top-k of the scores keeps
+    there. With ``min_per_layer >= 1`` a layer the threshold would leave with
+    fewer gets that many back (its best-scoring weights), taken from the
+    layers with the fewest (``integer_counts``); ``min_per_layer=0`` is the
+    plain global top-k, which can empty a layer (the published baselines).
+
+    Example:
+      >>> mask = criteria.prune_at_init(key, CRITERIA["snip"], params, batch,
+      ...     apply_fn=apply_fn, sparsity=0.99, allocation=global_topk())
+    """
+    if not isinstance(min_per_layer, int) or min_per_layer < 0:
+        raise ValueError(f"min_per_layer must be an int >= 0, got {min_per_layer!r}.")
+    return _GlobalTopK(min_per_layer)
+
+
+@dataclasses.dataclass(frozen=True)
+class _ERK:
+    power_scale: float
+
+    def __call__(self, scores: Scores, sparsity: Any, ctx: AllocationContext):
+        del scores
+        raw = [(sum(s) / math.prod(s)) ** self.power_scale for s in ctx.shapes]
+        raw = jnp.asarray(raw, jnp.float32)
+        n = jnp.asarray(ctx.sizes, jnp.float32)
+        total = _total(ctx, sparsity, 1)
+        lo, hi = -jnp.log(jnp.max(raw)) - 40.0, -jnp.log(jnp.min(raw)) + 1.0
+
+        def density(t):
+            return jnp.minimum(1.0, jnp.exp(t) * raw)
+
+        t = _solve_shift(density, n, total, lo, hi)
+        return integer_counts(n * density(t), ctx.alive, total)
+
+
+def erk(*, power_scale: float = 1.0) -> Allocation:
+    """Erdős–Rényi-Kernel densities: ``min(1, eps * (sum(shape) / prod(shape)))``.
+
+    A prunable leaf of shape ``(d_1, ..., d_k)`` (dense ``(in, out)``, conv
+    ``(kh, kw, cin, cout)``) gets density ``min(1, eps * r_l ** power_scale)``
+    with ``r_l = (d_1 + ... + d_k) / (d_1 * ... * d_k)`` and ``eps`` solved (by
+    bisection) so the total is exact; a leaf that would exceed density 1 is
+    dense, as in the RigL reference code. ``power_scale=0`` is ``uniform``.
+
+    Example:
+      >>> mask = criteria.prune_at_init(key, CRITERIA["random"], params, batch,
+      ...     apply_fn=apply_fn, sparsity=0.99, allocation=erk())
+
+    References:
+      Evci et al., 2020, "Rigging the Lottery: Making All Tickets Winners", ICML
+      (arXiv:1911.11134), Sec. 3. Mocanu et al., 2018, "Scalable training of
+      artificial neural networks with adaptive sparse connectivity inspired by
+      network science", Nature Communications.
+    """
+    return _ERK(float(power_scale))
+
+
+def uniform() -> Allocation:
+    """The same sparsity in every prunable layer (``erk(power_scale=0)``).
+
+    Example:
+      >>> allocation=uniform()   # as the old scope="layerwise"
+    """
+    return _ERK(0.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Like:
+    criterion: Callable[..., Scores]
+
+    def __call__(self, scores: Scores, sparsity: Any, ctx: AllocationContext):
+        del scores
+        reference = self.criterion(
+            ctx.key,
+            ctx.params,
+            ctx.batch,
+            apply_fn=ctx.apply_fn,
+            mask=ctx.mask,
+            **criterion_kwargs(self.criterion, ctx.prunable),
+        )
+        reference = jax.tree.map(lambda s: s.astype(jnp.float32), reference)
+        return _GlobalTopK(1)(reference, sparsity, ctx)
+
+
+def like(criterion: Callable[..., Scores]) -> Allocation:
+    """The per-layer counts a global threshold on ``criterion``'s scores keeps.
+
+    ``criterion`` is called on the context's network (its key, params, batch
+    and mask) with the uniform criterion signature; every layer keeps at
+    least one weight (``global_topk()``). The scores being allocated only
+    rank the weights inside each layer, so e.g. AutoS ranking inside SNIP's
+    layer densities is ``prune_at_init(key, autos_criterion, ...,
+    allocation=like(CRITERIA["snip"]))``.
+
+    Example:
+      >>> allocation=like(criteria.CRITERIA["snip"])
+    """
+    if not callable(criterion):
+        raise ValueError(f"like() needs a criterion (a callable), got {criterion!r}.")
+    return _Like(criterion)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Learned:
+    model: AllocationModel
+
+    def __call__(self, scores: Scores, sparsity: Any, ctx: AllocationContext):
+        del scores
+        phi = context_features(ctx.layers)
+        return counts_from_logits(
+            predict_logits(self.model, phi, sparsity), sparsity, ctx
+        )
+
+
+def learned(model: AllocationModel) -> Allocation:
+    """Per-layer densities predicted by a fitted ``AllocationModel``.
+
+    The model maps each layer's context (``LAYER_FEATURE_NAMES``) and the
+    global sparsity to a density logit; the shift is solved so the total is
+    exact, and every layer keeps at least one weight.
+
+    Example:
+      >>> allocation=learned(fit_allocation(phi, densities, sizes))
+    """
+    if not isinstance(model, AllocationModel):
+        raise ValueError(
+            f"learned() needs an AllocationModel (fit_allocation), got {type(model)}."
+        )
+    return _Learned(model)
+
+
+# --------------------------------------------------------------------- masks
+
+
+def check_counts(counts: Any, ctx: AllocationContext, sparsity: Any) -> jax.Array:
+    """Validates an allocation's output; returns it as int32 ``[L]``.
+
+    The shape and dtype are checked when tracing. The values (the total is
+    exactly ``num_keep(sparsity)``, each count within ``0 .. alive``) are
+    checked on the spot when concrete, and by a host callback under
+    ``jax.jit`` (the error then surfaces when the result is read).
+
+    Raises:
+      ValueError: naming what is wrong and the allocation that returned it.
+    """
+    num_layers = len(ctx.layers)
+    if np.shape(counts) != (num_layers,) or not jnp.issubdtype(
+        jnp.asarray(counts).dtype, jnp.integer
+    ):
+        raise ValueError(
+            f"an allocation must return [L] = [{num_layers}] integer counts (one per "
+            f"prunable layer, tree order), got shape {np.shape(counts)} and dtype "
+            f"{jnp.asarray(counts).dtype}."
+        )
+    counts = jnp.asarray(counts, jnp.int32)
+    total, alive = num_keep(sparsity, ctx), ctx.alive
+    if all(masks._is_concrete(x) for x in (counts, total, alive)):
+        _raise_on_bad_counts(counts, total, alive)
+    else:
+        jax.debug.callback(_raise_on_bad_counts, counts, total, alive)
+    return counts
+
+
+def _raise_on_bad_counts(counts, total, alive) -> None:
+    counts, total, alive = np.asarray(counts), int(total), np.asarray(alive)
+    if int(counts.sum()) != total:
+        raise ValueError(
+            f"the allocation's counts {counts.tolist()} sum to {int(counts.sum())}, "
+            f"but the sparsity keeps exactly {total} weights; an allocation must "
+            "return counts with that total (see allocation.integer_counts)."
+        )
+    bad = np.flatnonzero((counts < 0) | (counts > alive))
+    if bad.size:
+        raise ValueError(
+            f"the allocation's counts {counts.tolist()} are outside 0 .. alive "
+            f"weights {alive.tolist()} in layers {bad.tolist()}."
+        )
 
 
 def mask_from_counts(
-    scores: Scores, counts: jax.Array, *, prunable: PrunableFn = masks.is_prunable
+    scores: Scores,
+    counts: jax.Array,
+    *,
+    prunable: PrunableFn = masks.is_prunable,
+    mask: Mask | None = None,
 ) -> Mask:
     """Keeps the ``counts[l]`` highest scores of each prunable layer (ties by index).
+
+    Weights already pruned in ``mask`` rank lowest and stay pruned.
 
     Example:
       >>> mask = mask_from_counts(scores, jnp.array([1200, 1100, 360]))
     """
     items, flags, treedef = masks._flatten(scores, prunable, "scores")
     masks._check_finite(items, flags)
+    alive = (
+        [None] * len(items)
+        if mask is None
+        else masks._mask_leaves(mask, scores, "scores")
+    )
     chosen = iter(range(int(np.sum(flags))))
     out = []
-    for (_, x), f in zip(items, flags, strict=True):
+    for (_, x), f, a in zip(items, flags, alive, strict=True):
         if f:
-            flat = masks._flat_scores(x, None)
-            out.append(masks._keep_top(flat, counts[next(chosen)]).reshape(np.shape(x)))
+            flat = masks._flat_scores(x, a)
+            keep = masks._keep_top(flat, counts[next(chosen)]).reshape(np.shape(x))
+            out.append(keep if a is None else keep & a)
         else:
             out.append(jnp.ones(np.shape(x), jnp.bool_))
     return jax.tree.unflatten(treedef, out)
-
-
-def layer_counts(
-    scores: Scores,
-    sparsity: float | jax.Array,
-    *,
-    allocation: str,
-    prunable: PrunableFn = masks.is_prunable,
-    phi: np.ndarray | None = None,
-    model: AllocationModel | None = None,
-    reference_scores: Scores | None = None,
-) -> jax.Array:
-    """``[L]`` int32 weights kept per prunable layer under an allocation.
-
-    Allocations: ``"global"`` (as many per layer as a global top-k of
-    ``scores`` keeps, the paper's single threshold), ``"learned"`` (``model``
-    on the layer features ``phi``), ``"erk"``, ``"uniform"``, and ``"scores"``
-    (as many as a global top-k of ``reference_scores`` keeps, e.g. SNIP's
-    densities). Every layer keeps at least one weight; the total is exactly
-    ``round((1 - sparsity) * N)``.
-
-    Args:
-      scores: the within-layer ranking (higher = keep), parallel to params.
-      sparsity: fraction of prunable weights removed; may be traced.
-      allocation: one of ``ALLOCATIONS``. Static.
-      prunable: predicate ``(path, leaf) -> bool``. Static.
-      phi: ``[L, 7]`` ``layer_features`` (for ``"learned"``). Static.
-      model: an ``AllocationModel`` (for ``"learned"``). Static.
-      reference_scores: scores whose global ranking sets the counts (``"scores"``).
-
-    Raises:
-      ValueError: on an unknown allocation or a missing argument it needs.
-
-    Example:
-      >>> layer_counts(scores, 0.99, allocation="erk")
-    """
-    if allocation not in ALLOCATIONS:
-        raise ValueError(
-            f"allocation must be one of {ALLOCATIONS}, got {allocation!r}."
-        )
-    sizes = layer_sizes(scores, prunable=prunable)
-    if allocation == "global":
-        return counts_from_scores(scores, sparsity, prunable=prunable)
-    if allocation == "scores":
-        if reference_scores is None:
-            raise ValueError('allocation="scores" needs reference_scores=.')
-        return counts_from_scores(reference_scores, sparsity, prunable=prunable)
-    if allocation == "learned":
-        if model is None or phi is None:
-            raise ValueError(
-                'allocation="learned" needs model= (fit_allocation) and phi= '
-                "(layer_features of the network being pruned)."
-            )
-        if phi.shape[0] != len(sizes):
-            raise ValueError(f"phi has {phi.shape[0]} rows for {len(sizes)} layers.")
-        return counts_from_logits(predict_logits(model, phi, sparsity), sizes, sparsity)
-    items, flags, _ = masks._flatten(scores, prunable, "scores")
-    shapes = [np.shape(x) for (_, x), f in zip(items, flags, strict=True) if f]
-    return counts_erk(shapes, sparsity, power=1.0 if allocation == "erk" else 0.0)
-
-
-def allocate(
-    scores: Scores,
-    sparsity: float | jax.Array,
-    *,
-    allocation: str,
-    prunable: PrunableFn = masks.is_prunable,
-    **kwargs: Any,
-) -> Mask:
-    """``mask_from_counts(scores, layer_counts(...))``: an allocation, ranked within.
-
-    Args:
-      scores: the within-layer ranking (higher = keep), parallel to params.
-      sparsity: fraction of prunable weights removed; may be traced.
-      allocation: one of ``ALLOCATIONS``. Static.
-      prunable: predicate ``(path, leaf) -> bool``. Static.
-      **kwargs: ``phi``, ``model``, ``reference_scores`` (see ``layer_counts``).
-
-    Returns:
-      A ``Mask``: exact total, at least one weight in every prunable layer.
-
-    Raises:
-      ValueError: as ``layer_counts``.
-
-    Example:
-      >>> mask = allocate(scores, 0.99, allocation="learned", phi=phi, model=model)
-    """
-    counts = layer_counts(
-        scores, sparsity, allocation=allocation, prunable=prunable, **kwargs
-    )
-    return mask_from_counts(scores, counts, prunable=prunable)
 
 
 def layer_densities(

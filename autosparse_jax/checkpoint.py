@@ -6,6 +6,7 @@ process killed at any moment leaves either the complete checkpoint or none at
 its final path (a leftover ``*.tmp`` directory is ignored and replaced).
 """
 
+import hashlib
 import json
 import os
 import shutil
@@ -13,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 _STATE = "state"
@@ -91,3 +93,27 @@ def load_metadata(directory: str | os.PathLike) -> dict[str, Any]:
         raise FileNotFoundError(f"No checkpoint metadata at {path}.")
     with open(path) as f:
         return json.load(f)
+
+
+def checksum(tree: Any, metadata: Mapping[str, Any] | None = None) -> str:
+    """SHA-256 of a tree's arrays (paths, dtypes, shapes, bytes) and ``metadata``.
+
+    Leaves are taken in the order of their ``/``-joined key paths, so a tree
+    restored as nested dicts (``restore`` without a target) hashes like the
+    tree that was saved; ``metadata`` enters as canonical JSON.
+
+    Example:
+      >>> meta["checksum"] = checksum(tree, meta)   # before save
+      >>> assert checksum(restore(path), meta) == saved   # after restore
+    """
+    items = jax.tree_util.tree_flatten_with_path(jax.device_get(tree))[0]
+    named = sorted(
+        (jax.tree_util.keystr(p, simple=True, separator="/"), np.asarray(x))
+        for p, x in items
+    )
+    digest = hashlib.sha256()
+    for name, x in named:
+        digest.update(f"{name}|{x.dtype.str}|{x.shape}|".encode())
+        digest.update(np.ascontiguousarray(x).tobytes())
+    digest.update(json.dumps(dict(metadata or {}), sort_keys=True).encode())
+    return digest.hexdigest()

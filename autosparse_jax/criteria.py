@@ -12,17 +12,27 @@ implementations do).
 
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import Literal, Protocol
+from typing import Protocol
 
 import jax
 import jax.numpy as jnp
 
+from autosparse_jax import allocation as allocation_lib
 from autosparse_jax import losses, masks
-from autosparse_jax.types import ApplyFn, Batch, Mask, Params, PRNGKey, Scope, Scores
+from autosparse_jax.types import (
+    ApplyFn,
+    Batch,
+    Mask,
+    Params,
+    PRNGKey,
+    PrunableFn,
+    Scores,
+)
 
-Schedule = Literal["exponential", "linear"]
-_SCHEDULES = ("exponential", "linear")
 GRASP_TEMPERATURE = 200.0
+DEFAULT_ALLOCATION = allocation_lib.global_topk()
+"""``prune_at_init``'s allocation: one global threshold, never an empty layer."""
+_ALLOCATION_STREAM = 0xA11C  # fold_in data of the allocation's key
 
 
 class Criterion(Protocol):
@@ -152,6 +162,7 @@ def grasp(
     apply_fn: ApplyFn,
     mask: Mask,
     temperature: float = GRASP_TEMPERATURE,
+    prunable: PrunableFn = masks.is_prunable,
 ) -> Scores:
     """Gradient signal preservation: keep-score ``w * Hg`` (signed).
 
@@ -171,7 +182,12 @@ def grasp(
     del key
     w = masks.apply_mask(params, mask)
     hg = hessian_gradient_product(
-        params, mask, batch, apply_fn=apply_fn, temperature=temperature
+        params,
+        mask,
+        batch,
+        apply_fn=apply_fn,
+        temperature=temperature,
+        prunable=prunable,
     )
     return _normalized(jax.tree.map(jnp.multiply, w, hg))
 
@@ -209,6 +225,7 @@ def hessian_gradient_product(
     *,
     apply_fn: ApplyFn,
     temperature: float = GRASP_TEMPERATURE,
+    prunable: PrunableFn = masks.is_prunable,
 ) -> Params:
     """GraSP's ``Hg`` at ``params * mask`` (mean over the batches of ``batch``).
 
@@ -222,6 +239,8 @@ def hessian_gradient_product(
       batch: one batch or ``K`` stacked batches of preprocessed images.
       apply_fn: ``apply_fn(params, x) -> logits``.
       temperature: divides the logits (GraSP uses 200).
+      prunable: predicate ``(path, leaf) -> bool``: ``g`` lives on the alive
+        prunable weights. Static.
 
     Returns:
       A pytree parallel to ``params``.
@@ -235,7 +254,7 @@ def hessian_gradient_product(
     # g lives on the alive prunable weights only (the reference builds it from the
     # kernels): pruned weights and biases carry no gradient signal to preserve.
     alive_kernels = jax.tree_util.tree_map_with_path(
-        lambda path, m: m & masks.is_prunable(path, m), mask
+        lambda path, m: m & prunable(path, m), mask
     )
     grad = jax.lax.stop_gradient(masks.apply_mask(grad, alive_kernels))
 
@@ -260,6 +279,7 @@ def synflow_scores(
     apply_fn: ApplyFn,
     input_shape: tuple[int, ...],
     rescale: bool = True,
+    prunable: PrunableFn = masks.is_prunable,
 ) -> Scores:
     """One round of SynFlow: ``|w * dR/dw|``, ``R = sum(f(|w|)(1))``.
 
@@ -278,7 +298,9 @@ def synflow_scores(
       mask: a ``Mask``.
       apply_fn: ``apply_fn(params, x) -> logits``; BatchNorm in inference mode.
       input_shape: one example's shape, e.g. ``(28, 28, 1)``.
-      rescale: apply the per-layer power-of-two rescaling.
+      rescale: apply the per-layer power-of-two rescaling (of the leaves
+        ``prunable`` selects). Static.
+      prunable: predicate ``(path, leaf) -> bool``. Static.
 
     Returns:
       Scores parallel to ``params`` (non-negative).
@@ -289,7 +311,7 @@ def synflow_scores(
     """
     w = jax.tree.map(jnp.abs, masks.apply_mask(params, mask))
     if rescale:
-        flags = jax.tree_util.tree_map_with_path(masks.is_prunable, w)
+        flags = jax.tree_util.tree_map_with_path(prunable, w)
         w = jax.tree.map(lambda p, f: p * _pow2_scale(p) if f else p, w, flags)
     ones = jnp.ones((1, *input_shape), jnp.float32)
     grad = jax.grad(lambda p: jnp.sum(apply_fn(p, ones)))(w)
@@ -297,7 +319,13 @@ def synflow_scores(
 
 
 def synflow(
-    key: PRNGKey, params: Params, batch: Batch, *, apply_fn: ApplyFn, mask: Mask
+    key: PRNGKey,
+    params: Params,
+    batch: Batch,
+    *,
+    apply_fn: ApplyFn,
+    mask: Mask,
+    prunable: PrunableFn = masks.is_prunable,
 ) -> Scores:
     """SynFlow scores (data-free; ``batch`` only gives the input shape).
 
@@ -310,7 +338,9 @@ def synflow(
     """
     del key
     input_shape = _stacked(batch)["image"].shape[2:]
-    return synflow_scores(params, mask, apply_fn=apply_fn, input_shape=input_shape)
+    return synflow_scores(
+        params, mask, apply_fn=apply_fn, input_shape=input_shape, prunable=prunable
+    )
 
 
 CRITERIA: Mapping[str, Criterion] = MappingProxyType(
@@ -339,11 +369,14 @@ def compute_scores(
     *,
     apply_fn: ApplyFn,
     mask: Mask | None = None,
+    prunable: PrunableFn = masks.is_prunable,
 ) -> Scores:
     """Runs ``criterion``; weights already pruned in ``mask`` score lowest.
 
     Pruned weights get the lowest finite float32 (not ``-inf``, which
-    ``masks.mask_from_scores`` rejects as a sign of a broken criterion).
+    ``masks.mask_from_scores`` rejects as a sign of a broken criterion). A
+    criterion that takes a ``prunable`` keyword (GraSP, SynFlow, AutoS) gets
+    ``prunable``.
 
     Args:
       key: PRNG key (used by ``random``).
@@ -352,6 +385,7 @@ def compute_scores(
       batch: one batch or ``K`` stacked batches of preprocessed images.
       apply_fn: ``apply_fn(params, x) -> logits``.
       mask: current mask; ``None`` means dense.
+      prunable: predicate ``(path, leaf) -> bool``. Static.
 
     Returns:
       float32 scores parallel to ``params``.
@@ -365,101 +399,140 @@ def compute_scores(
     """
     mask = masks.dense_mask(params) if mask is None else mask
     masks.apply_mask(params, mask)  # Validates structure, shapes and dtype.
-    scores = criterion(key, params, batch, apply_fn=apply_fn, mask=mask)
+    kwargs = allocation_lib.criterion_kwargs(criterion, prunable)
+    scores = criterion(key, params, batch, apply_fn=apply_fn, mask=mask, **kwargs)
+    if jax.tree.structure(scores) != jax.tree.structure(params):
+        raise ValueError(
+            f"criterion {criterion!r} returned scores with tree structure "
+            f"{jax.tree.structure(scores)}, expected that of params "
+            f"{jax.tree.structure(params)}: one score per parameter."
+        )
     lowest = jnp.finfo(jnp.float32).min
     return jax.tree.map(
         lambda s, m: jnp.where(m, s.astype(jnp.float32), lowest), scores, mask
     )
 
 
-def schedule_sparsity(
-    sparsity: float | jax.Array, round_index: jax.Array, num_rounds: int, schedule: str
-) -> jax.Array:
-    """Sparsity to reach after round ``round_index`` (0-based) of ``num_rounds``.
-
-    ``"exponential"``: density ``(1 - s) ** ((r + 1) / R)``; ``"linear"``:
-    sparsity ``s * (r + 1) / R``. Both end exactly at ``s``.
-    """
-    frac = (round_index + 1) / num_rounds
-    if schedule == "exponential":
-        return 1.0 - (1.0 - sparsity) ** frac
-    if schedule == "linear":
-        return sparsity * frac
-    raise ValueError(f"schedule must be one of {_SCHEDULES}, got {schedule!r}.")
-
-
 def prune_at_init(
     key: PRNGKey,
     criterion: Criterion,
     params: Params,
-    batches: Batch,
+    batch: Batch,
     *,
     apply_fn: ApplyFn,
     sparsity: float | jax.Array,
-    scope: Scope = "global",
+    allocation: allocation_lib.Allocation = DEFAULT_ALLOCATION,
     num_rounds: int = 1,
-    schedule: Schedule = "exponential",
+    schedule: str = "geometric",
+    prunable: PrunableFn = masks.is_prunable,
 ) -> Mask:
-    """Prunes at initialisation, re-scoring the masked network each round.
+    """Prunes at initialisation: scores, then an allocation, then a mask.
 
-    All rounds run in one ``lax.fori_loop`` with a traced sparsity, so under
-    ``jax.jit`` (static: ``criterion``, ``apply_fn``, ``scope``,
-    ``num_rounds``, ``schedule``) 100 rounds of SynFlow are one program.
-    Round ``r`` uses ``jax.random.fold_in(key, r)``.
+    The one path of every mask of the library. Each round scores the masked
+    network with ``criterion`` (``compute_scores``), asks ``allocation`` how
+    many weights each prunable layer keeps at the round's sparsity
+    (``masks.schedule_sparsity``), and keeps that many of the highest scores
+    inside each layer (``allocation.mask_from_counts``: exact total,
+    deterministic ties, masks only shrink). Random, magnitude, SNIP, GraSP,
+    SynFlow and AutoS (``autosparse.AutoSparse.criterion``) are all
+    criteria; ``allocation.global_topk()`` (the default: one threshold, never
+    an empty layer), ``uniform()``, ``erk()``, ``like(criterion)`` and
+    ``learned(model)`` are all allocations, so any ranking combines with any
+    allocation, and iterating an allocation (``num_rounds > 1``) re-scores the
+    pruned network every round. All rounds run in one ``lax.fori_loop`` with a
+    traced sparsity: under ``jax.jit`` (static: ``criterion``, ``apply_fn``,
+    ``allocation``, ``num_rounds``, ``schedule``, ``prunable``) a sweep over
+    sparsities is one compilation.
+
+    Keys: with one round the criterion gets ``key``; round ``r`` of several
+    gets ``jax.random.fold_in(key, r)``. The allocation's context gets
+    ``fold_in`` of the round's key with a constant of its own.
 
     Args:
       key: PRNG key.
-      criterion: e.g. ``CRITERIA["synflow"]``.
+      criterion: ``fn(key, params, batch, *, apply_fn, mask) -> scores``,
+        e.g. ``CRITERIA["synflow"]``.
       params: initial params.
-      batches: one batch or ``K`` stacked batches of preprocessed images
-        (``label [B]`` or ``[K, B]``; gradients are averaged over batches).
+      batch: one batch or ``K`` stacked batches of preprocessed images
+        (``label [B]`` or ``[K, B]``; gradients are averaged over batches);
+        ``None`` for criteria that read no data (random, magnitude).
       apply_fn: ``apply_fn(params, x) -> logits``.
       sparsity: final fraction of prunable weights removed, in ``[0, 1)``.
-      scope: ``"global"`` or ``"layerwise"``.
-      num_rounds: rounds of scoring and pruning (SynFlow's default: 100).
-      schedule: ``"exponential"`` or ``"linear"`` sparsity schedule.
+      allocation: ``(scores, sparsity, context) -> [L] int32`` counts (see
+        ``autosparse_jax.allocation``).
+      num_rounds: rounds of scoring and pruning (SynFlow's default: 100,
+        ``DEFAULT_ROUNDS``).
+      schedule: ``"geometric"`` or ``"linear"`` (``masks.SCHEDULES``).
+      prunable: predicate ``(path, leaf) -> bool``. Static.
 
     Returns:
-      A ``Mask`` with exactly the requested sparsity (``masks.mask_from_scores``).
+      A ``Mask`` keeping exactly ``round((1 - sparsity) * N)`` prunable weights.
 
     Raises:
-      ValueError: bad ``num_rounds``, ``schedule``, ``scope`` or ``sparsity``.
+      ValueError: bad ``num_rounds``, ``schedule`` or ``sparsity``; params with
+        no prunable weight; an allocation whose counts have the wrong shape,
+        total or range.
 
     Example:
       >>> mask = prune_at_init(key, CRITERIA["synflow"], params, batch,
       ...                      apply_fn=apply_fn, sparsity=0.99, num_rounds=100)
+      >>> mask = prune_at_init(key, CRITERIA["snip"], params, batch,
+      ...                      apply_fn=apply_fn, sparsity=0.99,
+      ...                      allocation=allocation.erk())
     """
     if not isinstance(num_rounds, int) or num_rounds < 1:
         raise ValueError(f"num_rounds must be a positive int, got {num_rounds!r}.")
-    if schedule not in _SCHEDULES:
-        raise ValueError(f"schedule must be one of {_SCHEDULES}, got {schedule!r}.")
-    if not isinstance(sparsity, jax.core.Tracer) and not 0.0 <= float(sparsity) < 1:
+    masks.schedule_sparsity(0.0, 0, 1, schedule)  # Validates the name.
+    masks._check_sparsity(sparsity)
+    if not callable(allocation):
         raise ValueError(
-            f"sparsity must be in [0, 1) (the fraction of prunable weights removed), "
-            f"got {float(sparsity)}."
+            f"allocation must be a callable (scores, sparsity, context) -> counts, "
+            f"e.g. allocation.global_topk(); got {allocation!r}."
         )
+    if batch is not None:
+        _stacked(batch)  # Validates the batch.
+    base = allocation_lib.make_context(
+        key, params, batch, apply_fn=apply_fn, prunable=prunable
+    )
 
-    def one_round(r, mask):
+    def one_round(round_key, r, mask):
         scores = compute_scores(
-            jax.random.fold_in(key, r),
+            round_key,
             criterion,
             params,
-            batches,
+            batch,
             apply_fn=apply_fn,
             mask=mask,
+            prunable=prunable,
         )
-        target = schedule_sparsity(sparsity, r, num_rounds, schedule)
-        return masks.mask_from_scores(scores, target, scope=scope, mask=mask)
+        target = masks.schedule_sparsity(sparsity, r, num_rounds, schedule)
+        ctx = base._replace(
+            key=jax.random.fold_in(round_key, _ALLOCATION_STREAM), mask=mask
+        )
+        counts = allocation_lib.check_counts(
+            allocation(scores, target, ctx), ctx, target
+        )
+        return allocation_lib.mask_from_counts(
+            scores, counts, prunable=prunable, mask=mask
+        )
 
+    dense = masks.dense_mask(params)
     if num_rounds == 1:
-        return one_round(0, masks.dense_mask(params))
-    return jax.lax.fori_loop(0, num_rounds, one_round, masks.dense_mask(params))
+        return one_round(key, 0, dense)
+    return jax.lax.fori_loop(
+        0,
+        num_rounds,
+        lambda r, m: one_round(jax.random.fold_in(key, r), r, m),
+        dense,
+    )
 
 
 # ------------------------------------------------------------ sanity checks
 
 
-def shuffle_within_layers(key: PRNGKey, mask: Mask) -> Mask:
+def shuffle_within_layers(
+    key: PRNGKey, mask: Mask, *, prunable: PrunableFn = masks.is_prunable
+) -> Mask:
     """Permutes every prunable leaf of ``mask`` independently (same count per layer).
 
     References:
@@ -470,7 +543,7 @@ def shuffle_within_layers(key: PRNGKey, mask: Mask) -> Mask:
     keys = jax.random.split(key, len(leaves))
     out = []
     for k, (path, m) in zip(keys, leaves, strict=True):
-        if masks.is_prunable(path, m):
+        if prunable(path, m):
             m = jax.random.permutation(k, m.ravel()).reshape(m.shape)
         out.append(m)
     return jax.tree.unflatten(treedef, out)

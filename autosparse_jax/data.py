@@ -1,6 +1,8 @@
 """Datasets through TFDS as host numpy arrays, and pure JAX preprocessing.
 
 MNIST-1D is the exception to TFDS: the ``mnist1d`` package generates it offline.
+Your own arrays enter through ``from_arrays`` (validated, in ``load_dataset``'s
+form), with a ``PreprocessConfig`` fitted to them by ``fit_preprocess``.
 """
 
 import dataclasses
@@ -180,6 +182,235 @@ def preprocess_config(name: str, *, augment: bool | None = None) -> PreprocessCo
         augment = name in _AUGMENTED
     return PreprocessConfig(
         mean=info.mean, std=info.std, augment=augment, scale=info.scale
+    )
+
+
+# ------------------------------------------------------- bring your own arrays
+
+_FIT_CHUNK_ELEMENTS = 1 << 22  # float64 values per chunk in fit_preprocess (32 MiB)
+
+
+def _labels_as_int32(labels: np.ndarray, num_classes: int | None) -> np.ndarray:
+    """Validated ``[N]`` int32 class indices (see ``from_arrays``)."""
+    if labels.dtype == np.bool_ or not (
+        np.issubdtype(labels.dtype, np.integer)
+        or np.issubdtype(labels.dtype, np.floating)
+    ):
+        raise ValueError(
+            f"labels must be integer class indices, got dtype {labels.dtype}; "
+            "map classes to 0 .. num_classes - 1 and pass labels.astype(np.int32)."
+        )
+    if np.issubdtype(labels.dtype, np.floating) and not np.all(
+        labels == np.round(labels)
+    ):
+        raise ValueError(
+            "labels must be whole numbers (class indices), but some float labels "
+            "are fractional or not finite; pass integer class indices, e.g. "
+            "np.round(labels).astype(np.int32) if they are rounding noise."
+        )
+    low, high = labels.min(), labels.max()
+    if low < 0:
+        raise ValueError(
+            f"labels must be >= 0, got a minimum of {low}; map classes to "
+            "0 .. num_classes - 1, e.g. np.unique(labels, return_inverse=True)[1]."
+        )
+    limit = np.iinfo(np.int32).max if num_classes is None else num_classes - 1
+    if high > limit:
+        raise ValueError(
+            f"labels must be < num_classes={num_classes}, got a maximum of {high}; "
+            "pass a larger num_classes or map classes to 0 .. num_classes - 1."
+            if num_classes is not None
+            else f"labels must fit in int32, got a maximum of {high}; map classes "
+            "to 0 .. num_classes - 1, e.g. np.unique(labels, return_inverse=True)[1]."
+        )
+    return labels.astype(np.int32)
+
+
+def _images_as_nhwc(images: np.ndarray) -> np.ndarray:
+    """``[N, H, W, C]`` uint8 or float32 images (see ``from_arrays``)."""
+    if images.ndim == 2:
+        images = images[:, :, None, None]
+    elif images.ndim == 3:
+        images = images[..., None]
+    if images.dtype == np.uint8:
+        return images
+    if images.dtype != np.bool_ and not (
+        np.issubdtype(images.dtype, np.integer)
+        or np.issubdtype(images.dtype, np.floating)
+    ):
+        raise ValueError(
+            f"images must hold real numbers, got dtype {images.dtype}; pass uint8 "
+            "pixels or float values (e.g. images.astype(np.float32))."
+        )
+    with np.errstate(over="ignore"):  # Overflow to inf is reported just below.
+        images = np.asarray(images, np.float32)
+    if not np.isfinite(images).all():
+        raise ValueError(
+            "images hold NaN or infinite values (after conversion to float32); "
+            "clean or clip them first, e.g. np.nan_to_num(images)."
+        )
+    return images
+
+
+def from_arrays(
+    images: np.ndarray, labels: np.ndarray, *, num_classes: int | None = None
+) -> dict[str, np.ndarray]:
+    """Your own arrays, validated, in the form ``load_dataset`` returns (host).
+
+    uint8 images stay uint8 (normalise them with a ``PreprocessConfig``, e.g.
+    ``fit_preprocess``); any other real dtype becomes float32 (``scale=1``).
+    Integer pixels in 0 .. 255 of another dtype should be cast to uint8 first
+    to be treated as pixels. Arrays already in the right form are not copied.
+
+    Args:
+      images: ``[N, H, W, C]`` images, ``[N, H, W]`` (one channel added) or
+        ``[N, D]`` vectors (stored as ``[N, D, 1, 1]``, like mnist1d's signals).
+      labels: ``[N]`` class indices in ``0 .. num_classes - 1``: integers, or
+        floats that are whole numbers.
+      num_classes: if given, every label must be below it.
+
+    Returns:
+      ``{"image": [N, H, W, C] uint8 or float32, "label": [N] int32}`` numpy
+      arrays.
+
+    Raises:
+      ValueError: labels not 1-D, not integer or negative (or ``>= num_classes``);
+        images of another rank, not real or not finite; different numbers of
+        images and labels; no examples; ``num_classes`` not a positive int.
+
+    Example:
+      >>> x = np.random.default_rng(0).normal(size=(100, 40)).astype(np.float32)
+      >>> train = data.from_arrays(x, np.arange(100) % 10, num_classes=10)
+      >>> train["image"].shape, train["label"].dtype
+      ((100, 40, 1, 1), dtype('int32'))
+    """
+    if num_classes is not None and (
+        not isinstance(num_classes, int | np.integer)
+        or isinstance(num_classes, bool)
+        or num_classes < 1
+    ):
+        raise ValueError(
+            f"num_classes must be a positive int, got {num_classes!r}; pass e.g. "
+            "num_classes=10, or None to skip the check."
+        )
+    images, labels = np.asarray(images), np.asarray(labels)
+    if labels.ndim != 1:
+        raise ValueError(
+            f"labels must be 1-D [N] class indices, got shape {labels.shape}; for "
+            "one-hot labels pass labels.argmax(-1), for [N, 1] labels.reshape(-1)."
+        )
+    if images.ndim not in (2, 3, 4):
+        raise ValueError(
+            f"images must be [N, H, W, C], [N, H, W] or [N, D], got shape "
+            f"{images.shape}; add a batch axis with images[None] for one example."
+        )
+    if images.shape[0] != labels.shape[0]:
+        raise ValueError(
+            f"got {images.shape[0]} images but {labels.shape[0]} labels; pass one "
+            "label per image, in the same order."
+        )
+    if images.size == 0:
+        raise ValueError(
+            f"images are empty (shape {images.shape}); pass at least one example "
+            "with at least one value."
+        )
+    return {
+        "image": _images_as_nhwc(images),
+        "label": _labels_as_int32(labels, num_classes),
+    }
+
+
+def _channel_moments(images: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel float64 mean and population variance of ``images / scale``.
+
+    Chunks of rows are reduced separately and merged with Chan et al.'s
+    pairwise update, so no float copy larger than one chunk is made.
+    """
+    num_channels = images.shape[-1]
+    per_example = max(1, images[0].size)
+    rows = max(1, _FIT_CHUNK_ELEMENTS // per_example)
+    count, mean, m2 = 0, np.zeros(num_channels), np.zeros(num_channels)
+    for start in range(0, images.shape[0], rows):
+        chunk = images[start : start + rows].reshape(-1, num_channels)
+        chunk = chunk.astype(np.float64) / scale
+        n = chunk.shape[0]
+        chunk_mean = chunk.mean(axis=0)
+        chunk_m2 = np.square(chunk - chunk_mean).sum(axis=0)
+        delta = chunk_mean - mean
+        total = count + n
+        mean = mean + delta * (n / total)
+        m2 = m2 + chunk_m2 + np.square(delta) * (count * n / total)
+        count = total
+    return mean, m2 / count
+
+
+def fit_preprocess(
+    train_data: Mapping[str, np.ndarray], *, augment: bool = False
+) -> PreprocessConfig:
+    """A ``PreprocessConfig`` standardising each channel of the training split.
+
+    ``mean`` and ``std`` are the per-channel mean and population standard
+    deviation of ``image / scale`` over all examples and pixels, with
+    ``scale = 255`` for uint8 images and 1 for float images, so that
+    ``preprocess(None, images, config, train=False)`` has per-channel mean 0
+    and std 1 on ``train_data``. They are computed in float64, in chunks. A
+    constant channel (std 0, up to float32 rounding) gets std 1. Fit on the
+    training split only and reuse the config for the test split.
+
+    Args:
+      train_data: ``{"image": [N, H, W, C] uint8 or float, ...}`` host arrays,
+        e.g. from ``from_arrays``.
+      augment: apply ``random_crop_flip`` in training (``[N, H, W, C]`` images
+        with spatial structure only).
+
+    Returns:
+      A ``PreprocessConfig`` with ``C`` means and stds.
+
+    Raises:
+      ValueError: no ``"image"`` entry, images not ``[N, H, W, C]`` uint8 or
+        float with at least one value, or non-finite statistics (NaN or
+        infinite images).
+
+    Example:
+      >>> pixels = np.random.default_rng(0).integers(0, 256, (64, 8, 8, 3))
+      >>> train = data.from_arrays(pixels.astype(np.uint8), np.arange(64) % 10)
+      >>> config = data.fit_preprocess(train)
+      >>> config.scale, len(config.mean)
+      (255.0, 3)
+      >>> x = data.preprocess(None, train["image"], config, train=False)
+    """
+    if "image" not in train_data:
+        raise ValueError(
+            f"train_data has no 'image' entry (keys {sorted(train_data)}); pass "
+            "data.from_arrays(images, labels) or load_dataset(...)."
+        )
+    images = np.asarray(train_data["image"])
+    is_float = np.issubdtype(images.dtype, np.floating)
+    if (
+        images.ndim != 4
+        or images.size == 0
+        or not (is_float or images.dtype == np.uint8)
+    ):
+        raise ValueError(
+            f"train_data['image'] must be non-empty [N, H, W, C] uint8 or float, "
+            f"got shape {images.shape} and dtype {images.dtype}; convert it with "
+            "data.from_arrays(images, labels)."
+        )
+    scale = 1.0 if is_float else 255.0
+    mean, var = _channel_moments(images, scale)
+    std = np.sqrt(var)
+    if not (np.isfinite(mean).all() and np.isfinite(std).all()):
+        raise ValueError(
+            "train_data['image'] gave non-finite statistics: the images hold NaN "
+            "or infinite values; data.from_arrays(images, labels) reports them."
+        )
+    constant = std <= np.finfo(np.float32).eps * np.abs(mean)
+    std = np.where(constant, 1.0, std)
+    return PreprocessConfig(
+        mean=tuple(float(m) for m in mean),
+        std=tuple(float(s) for s in std),
+        augment=augment,
+        scale=scale,
     )
 
 
@@ -399,3 +630,40 @@ def sample_batch(
     num_examples = _num_examples(data, batch_size)
     idx = np.asarray(jax.random.permutation(key, num_examples)[:batch_size])
     return {k: jnp.asarray(v[idx]) for k, v in data.items()}
+
+
+def sample_batches(
+    key: PRNGKey,
+    data: Mapping[str, np.ndarray],
+    num_batches: int,
+    batch_size: int,
+    config: PreprocessConfig,
+) -> dict[str, jax.Array]:
+    """``num_batches`` stacked preprocessed batches, drawn without repeats.
+
+    What the criteria and the AutoS features are computed on: one
+    ``sample_batch`` of ``num_batches * batch_size`` examples, normalised
+    (never augmented) and split into batches.
+
+    Args:
+      key: PRNG key.
+      data: ``{"image": [N, H, W, C], "label": [N]}`` host arrays.
+      num_batches: ``K >= 1``.
+      batch_size: ``B``; ``K * B`` must not exceed ``N``.
+      config: the preprocessing (``preprocess_config(name)`` or
+        ``fit_preprocess(train)``).
+
+    Returns:
+      ``{"image": float32 [K, B, H, W, C], "label": [K, B]}``.
+
+    Example:
+      >>> batches = sample_batches(key, train, 4, 256, preprocess_config(name))
+    """
+    if not isinstance(num_batches, int) or num_batches < 1:
+        raise ValueError(f"num_batches must be an int >= 1, got {num_batches!r}.")
+    batch = sample_batch(key, data, num_batches * batch_size)
+    images = preprocess(None, batch["image"], config, train=False)
+    return {
+        "image": images.reshape(num_batches, batch_size, *images.shape[1:]),
+        "label": batch["label"].reshape(num_batches, batch_size),
+    }

@@ -18,15 +18,14 @@ from typing import Any, Literal, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.extend import core as jax_core
 
 from autosparse_jax import criteria, masks
+from autosparse_jax.layers import LeafContext, layer_contexts
 from autosparse_jax.types import (
     ApplyFn,
     Batch,
     Features,
     Params,
-    PRNGKey,
     PrunableFn,
     Scores,
 )
@@ -36,25 +35,6 @@ Normalization = Literal["none", "network", "layer"]
 _GRADIENTS = ("mean", "sum")
 _NORMALIZATIONS = ("none", "network", "layer")
 _TINY = 1e-30
-
-
-class LeafContext(NamedTuple):
-    """Static context of one prunable leaf (Python ints).
-
-    Attributes:
-      layer_index: position among the prunable leaves in the order the forward
-        pass first uses them (0 = nearest the input).
-      num_layers: number of prunable leaves.
-      fan_in: inputs per output unit, ``prod(shape[:-1])``.
-      fan_out: outputs per input unit, ``shape[-1] * prod(shape[:-2])``.
-      size: number of weights in the leaf.
-    """
-
-    layer_index: int
-    num_layers: int
-    fan_in: int
-    fan_out: int
-    size: int
 
 
 class WeightInputs(NamedTuple):
@@ -189,81 +169,6 @@ _NEEDS_HESS_GRAD = (grasp_term,)
 _NEEDS_SYNFLOW = (log_synflow,)
 
 
-# ----------------------------------------------------------------- context
-
-
-def _first_use_order(jaxpr: Any, leaf_of: dict, order: list) -> None:
-    """Appends leaf ids to ``order`` in the order ``jaxpr`` first reads them."""
-    for eqn in jaxpr.eqns:
-        used = [leaf_of[v] for v in eqn.invars if _is_var(v) and v in leaf_of]
-        subs = list(jax_core.jaxprs_in_params(eqn.params))
-        for sub in subs:
-            if len(sub.invars) == len(eqn.invars):
-                inner = {
-                    iv: leaf_of[ov]
-                    for ov, iv in zip(eqn.invars, sub.invars, strict=True)
-                    if _is_var(ov) and ov in leaf_of
-                }
-                _first_use_order(sub, inner, order)
-        order.extend(sorted(set(used)))  # read by an opaque call: tree order
-
-
-def _is_var(v: Any) -> bool:
-    return not isinstance(v, jax_core.Literal)
-
-
-def layer_contexts(
-    params: Params,
-    *,
-    apply_fn: ApplyFn,
-    input_shape: Sequence[int],
-    prunable: PrunableFn = masks.is_prunable,
-) -> list[LeafContext | None]:
-    """The ``LeafContext`` of every leaf of ``params`` (host; ``None``: not prunable).
-
-    Depth is the order in which ``apply_fn`` first reads each prunable leaf
-    (from its jaxpr), not the alphabetical tree order, which puts ``Conv_10``
-    before ``Conv_2``.
-
-    Args:
-      params: the params (only shapes are read).
-      apply_fn: ``apply_fn(params, x) -> logits``.
-      input_shape: one example's shape, e.g. ``(28, 28, 1)``.
-      prunable: predicate ``(path, leaf) -> bool``.
-
-    Returns:
-      One entry per leaf, in ``jax.tree.leaves`` order.
-
-    Example:
-      >>> layer_contexts(params, apply_fn=apply_fn, input_shape=(28, 28, 1))[0]
-      LeafContext(layer_index=0, num_layers=3, fan_in=784, fan_out=300, ...)
-    """
-    items, flags, _ = masks._flatten(params, prunable, "params")
-    x = jax.ShapeDtypeStruct((1, *input_shape), jnp.float32)
-    closed = jax.make_jaxpr(apply_fn)(params, x)
-    invars = closed.jaxpr.invars[: len(items)]
-    order: list[int] = []
-    _first_use_order(closed.jaxpr, {v: i for i, v in enumerate(invars)}, order)
-    seen = list(dict.fromkeys(i for i in order if flags[i]))
-    seen += [i for i, f in enumerate(flags) if f and i not in seen]  # unused leaves
-    depth = {i: d for d, i in enumerate(seen)}
-    out: list[LeafContext | None] = []
-    for i, (_, leaf) in enumerate(items):
-        shape = np.shape(leaf)
-        out.append(
-            LeafContext(
-                layer_index=depth[i],
-                num_layers=len(seen),
-                fan_in=math.prod(shape[:-1]),
-                fan_out=shape[-1] * math.prod(shape[:-2]),
-                size=math.prod(shape),
-            )
-            if flags[i]
-            else None
-        )
-    return out
-
-
 # ------------------------------------------------------------ computation
 
 
@@ -303,7 +208,6 @@ def _normalize(inputs: list[WeightInputs], normalization: str) -> list[WeightInp
 
 
 def compute_features(
-    key: PRNGKey,
     params: Params,
     batches: Batch,
     *,
@@ -322,7 +226,6 @@ def compute_features(
     functions, lifted over the leaf with ``jax.vmap``.
 
     Args:
-      key: PRNG key (unused; the criteria's uniform signature).
       params: the params at initialisation.
       batches: one batch ``[B, ...]`` or ``K`` stacked batches ``[K, B, ...]``
         of preprocessed float images.
@@ -341,11 +244,10 @@ def compute_features(
       ValueError: on an unknown option or uint8 images.
 
     Example:
-      >>> feats = compute_features(key, params, batches, apply_fn=apply_fn)
+      >>> feats = compute_features(params, batches, apply_fn=apply_fn)
       >>> jax.tree.leaves(feats)[1].shape    # Dense_0/kernel (784, 300) + (2,)
       (784, 300, 2)
     """
-    del key
     config = FeatureConfig(
         feature_set=feature_set, gradient=gradient, normalization=normalization
     )
@@ -365,11 +267,15 @@ def compute_features(
     hess_grad, synflow = zeros, zeros
     if any(f in _NEEDS_HESS_GRAD for f in fns):
         hess_grad = criteria.hessian_gradient_product(
-            params, mask, stacked, apply_fn=apply_fn
+            params, mask, stacked, apply_fn=apply_fn, prunable=prunable
         )
     if any(f in _NEEDS_SYNFLOW for f in fns):
         synflow = criteria.synflow_scores(
-            params, mask, apply_fn=apply_fn, input_shape=stacked["image"].shape[2:]
+            params,
+            mask,
+            apply_fn=apply_fn,
+            input_shape=stacked["image"].shape[2:],
+            prunable=prunable,
         )
     leaves, treedef = jax.tree.flatten(params)
     columns = [jax.tree.leaves(t) for t in (params, grad, hess_grad, synflow)]

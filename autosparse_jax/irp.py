@@ -28,7 +28,6 @@ from autosparse_jax import checkpoint, criteria, masks, train
 from autosparse_jax import data as data_lib
 from autosparse_jax.types import Mask, ModelState, Params, PRNGKey, Scope, Scores
 
-_SCHEDULES = ("geometric", "linear")
 _CRITERIA = ("magnitude", "snip")
 _RESETS = ("full", "kernels")
 _ROUND_DIR = re.compile(r"^round_(\d+)$")
@@ -76,7 +75,7 @@ class IRPConfig:
         checks = [
             (self.num_rounds >= 1, "num_rounds must be >= 1"),
             (0.0 <= self.final_sparsity < 1.0, "final_sparsity must be in [0, 1)"),
-            (self.schedule in _SCHEDULES, f"schedule must be one of {_SCHEDULES}"),
+            (self.schedule in masks.SCHEDULES, f"schedule: one of {masks.SCHEDULES}"),
             (self.criterion in _CRITERIA, f"criterion must be one of {_CRITERIA}"),
             (self.reset in _RESETS, f"reset must be one of {_RESETS}"),
             (self.scope in ("global", "layerwise"), "scope: global or layerwise"),
@@ -123,13 +122,12 @@ class _Carry(NamedTuple):
 def round_sparsity(config: IRPConfig, round_index: Any) -> Any:
     """Sparsity after round ``round_index`` (0-based), traced or Python.
 
-    Geometric: ``1 - d ** ((r + 1) / E)``; linear: ``s * (r + 1) / E``, where
-    ``d = 1 - s`` and ``s = final_sparsity`` (METHOD.md, step 1).
+    ``masks.schedule_sparsity`` of ``final_sparsity`` (geometric:
+    ``1 - d ** ((r + 1) / E)``; linear: ``s * (r + 1) / E``, ``d = 1 - s``).
     """
-    frac = (round_index + 1) / config.num_rounds
-    if config.schedule == "geometric":
-        return 1.0 - (1.0 - config.final_sparsity) ** frac
-    return config.final_sparsity * frac
+    return masks.schedule_sparsity(
+        config.final_sparsity, round_index, config.num_rounds, config.schedule
+    )
 
 
 def survival_scores(masks_seq: Sequence[Mask]) -> Scores:
@@ -157,7 +155,9 @@ def _scores(config, model, key, carry, train_data, preprocess):
         return jax.tree.map(jnp.abs, carry.params)
     num = config.num_score_batches * config.batch_size
     idx = jax.random.choice(key, train_data["label"].shape[0], (num,), replace=False)
-    images = data_lib.preprocess(
+    # The same inputs as training: float images pass with preprocess=None and
+    # uint8 images without one get training's clear error.
+    images = train.prepare_images(
         None, train_data["image"][idx], preprocess, train=False
     )
     shape = (config.num_score_batches, config.batch_size)
@@ -166,8 +166,8 @@ def _scores(config, model, key, carry, train_data, preprocess):
         "label": train_data["label"][idx].reshape(shape),
     }
 
-    def apply_fn(p, x):
-        return model.apply({"params": p, **carry.model_state}, x, train=False)
+    def apply_fn(p, x):  # train= only for models whose __call__ takes it.
+        return train._forward(model, p, carry.model_state, x, train=False)[0]
 
     return criteria.compute_scores(
         key, criteria.snip, carry.params, batch, apply_fn=apply_fn, mask=carry.mask

@@ -10,13 +10,6 @@ from jax import lax
 
 from autosparse_jax.types import Mask, Params, PrunableFn, Scope, Scores
 
-LayerSparsities = Any
-"""A pytree parallel to ``Params`` of per-leaf sparsities (floats or scalars).
-
-Entries of non-prunable leaves are ignored (``uniform`` and ``erk`` set them to
-``0.0``) but must be present, so the tree structure equals that of ``Params``.
-"""
-
 OUTPUT_LAYER_NAME = "head"
 """The name every model in the project gives its final classifier layer."""
 
@@ -82,6 +75,11 @@ def _mask_leaves(mask: Mask, ref: Any, ref_name: str) -> list:
 
 
 def _check_sparsity(value: Any, where: str = "") -> None:
+    if isinstance(value, str | bytes | bool) or value is None:
+        raise ValueError(
+            f"sparsity{where} must be a number in [0, 1) (the fraction of prunable "
+            f"weights removed), got {value!r} of type {type(value).__name__}."
+        )
     if np.ndim(value) != 0:
         raise ValueError(
             f"sparsity{where} must be a scalar, got shape {np.shape(value)}. "
@@ -108,24 +106,6 @@ def _check_finite(items: list, flags: list[bool]) -> None:
             "inf. Fix the criterion; to keep weights pruned pass mask= instead of "
             "-inf scores."
         )
-
-
-def _leaf_sparsities(sparsity: Any, scope: str, items: list, flags: list, treedef):
-    """Validates ``sparsity``; one value per leaf (scalar or ``LayerSparsities``)."""
-    if jax.tree_util.treedef_is_leaf(jax.tree.structure(sparsity)):
-        _check_sparsity(sparsity)
-        return [sparsity] * len(items)
-    if scope != "layerwise":
-        raise ValueError(
-            "A pytree of per-leaf sparsities needs scope='layerwise'; with "
-            "scope='global' pass one scalar sparsity."
-        )
-    _check_structure(sparsity, treedef, "sparsity", "scores")
-    values = jax.tree.leaves(sparsity)
-    for (path, _), value, flag in zip(items, values, flags, strict=True):
-        if flag:
-            _check_sparsity(value, f" of leaf {_path_name(path)!r}")
-    return values
 
 
 def _num_keep(sparsity: Any, n: int) -> Any:
@@ -276,7 +256,7 @@ def apply_mask(params: Params, mask: Mask) -> Params:
 
 def mask_from_scores(
     scores: Scores,
-    sparsity: float | jax.Array | LayerSparsities,
+    sparsity: float | jax.Array,
     *,
     scope: Scope = "global",
     prunable: PrunableFn = is_prunable,
@@ -302,15 +282,16 @@ def mask_from_scores(
     Args:
       scores: pytree parallel to params; higher means keep.
       sparsity: fraction of prunable weights removed, in ``[0, 1)``; a Python
-        float or scalar array, possibly traced (``jax.jit``, ``jax.vmap``). With
-        ``scope="layerwise"`` also a ``LayerSparsities`` pytree (``uniform``,
-        ``erk``).
+        float or scalar array, possibly traced (``jax.jit``, ``jax.vmap``).
       scope: ``"global"`` or ``"layerwise"``. Static.
       prunable: predicate ``(path, leaf) -> bool``. Static.
       mask: optional ``bool`` pytree; weights it prunes stay pruned.
 
     Returns:
       A ``bool`` pytree with the structure and leaf shapes of ``scores``.
+
+    Other per-layer allocations (ERK, learned, another criterion's densities)
+    are ``allocation`` functions passed to ``criteria.prune_at_init``.
 
     Raises:
       ValueError: on an unknown ``scope``, mismatched trees, a concrete
@@ -325,7 +306,7 @@ def mask_from_scores(
     if scope not in _SCOPES:
         raise ValueError(f"scope must be one of {_SCOPES}, got {scope!r}.")
     items, flags, treedef = _flatten(scores, prunable, "scores")
-    sparsities = _leaf_sparsities(sparsity, scope, items, flags, treedef)
+    _check_sparsity(sparsity)
     _check_finite(items, flags)
     alive = (
         [None] * len(items) if mask is None else _mask_leaves(mask, scores, "scores")
@@ -337,10 +318,7 @@ def mask_from_scores(
         keep = _keep_top(jnp.concatenate(flat), _num_keep(sparsity, sum(sizes)))
         keeps = jnp.split(keep, np.cumsum(sizes)[:-1].tolist())
     else:
-        keeps = [
-            _keep_top(x, _num_keep(sparsities[i], x.size))
-            for i, x in zip(idx, flat, strict=True)
-        ]
+        keeps = [_keep_top(x, _num_keep(sparsity, x.size)) for x in flat]
     out = [jnp.ones(np.shape(x), jnp.bool_) for _, x in items]
     for i, keep in zip(idx, keeps, strict=True):
         out[i] = keep.reshape(out[i].shape)
@@ -378,7 +356,7 @@ def sparsity(mask: Mask, *, prunable: PrunableFn = is_prunable) -> jax.Array:
 
 
 mask_sparsity = sparsity
-"""Alias of ``sparsity`` (the name STYLE.md uses)."""
+"""Alias of ``sparsity``."""
 
 
 def sparsity_by_layer(
@@ -409,96 +387,43 @@ def sparsity_by_layer(
     }
 
 
-def uniform(
-    params: Params, sparsity: float | jax.Array, *, prunable: PrunableFn = is_prunable
-) -> LayerSparsities:
-    """The same sparsity for every prunable leaf (non-prunable leaves ``0.0``).
+SCHEDULES = ("geometric", "linear")
+"""Sparsity schedules of multi-round pruning (IRP and ``prune_at_init``)."""
+_SCHEDULE_ALIASES = {"exponential": "geometric"}  # SynFlow's paper's name
+
+
+def schedule_sparsity(
+    sparsity: float | jax.Array, round_index: Any, num_rounds: int, schedule: str
+) -> Any:
+    """Sparsity to reach after round ``round_index`` (0-based) of ``num_rounds``.
+
+    ``"geometric"`` keeps the same fraction of the remaining weights every
+    round: density ``(1 - s) ** ((r + 1) / R)`` (SynFlow calls it
+    "exponential", accepted as a synonym); ``"linear"`` removes the same number
+    every round: sparsity ``s * (r + 1) / R``. Both end exactly at ``s``. The
+    one schedule formula of the library (IRP's rounds and multi-round
+    pruning at initialisation).
 
     Args:
-      params: pytree of arrays (only paths and shapes are read).
-      sparsity: in ``[0, 1)``; Python float or scalar array.
-      prunable: predicate ``(path, leaf) -> bool``.
+      sparsity: final sparsity ``s`` in ``[0, 1)``; Python float or traced.
+      round_index: ``r``, Python int or traced int.
+      num_rounds: ``R >= 1``. Static.
+      schedule: one of ``SCHEDULES``. Static.
 
     Returns:
-      ``LayerSparsities`` for ``mask_from_scores(..., scope="layerwise")``.
+      The sparsity after round ``r`` (a Python float for Python inputs).
 
     Raises:
-      ValueError: if ``sparsity`` is outside ``[0, 1)`` or nothing is prunable.
+      ValueError: on an unknown schedule.
 
     Example:
-      >>> mask = mask_from_scores(scores, uniform(params, 0.9), scope="layerwise")
+      >>> schedule_sparsity(0.99, 0, 2, "geometric")   # 1 - 0.01 ** 0.5
+      0.9
     """
-    _, flags, treedef = _flatten(params, prunable, "params")
-    _check_sparsity(sparsity)
-    return jax.tree.unflatten(treedef, [sparsity if f else 0.0 for f in flags])
-
-
-def _erk_densities(sizes: np.ndarray, raw: np.ndarray, target: float) -> np.ndarray:
-    """Solves ``sum(min(eps * raw, 1) * sizes) = target`` for per-layer densities."""
-    dense = np.zeros(sizes.shape, bool)
-    while True:
-        divisor = (raw * sizes)[~dense].sum()
-        if divisor <= 0.0:  # everything dense: only possible at sparsity 0
-            return np.ones_like(sizes)
-        eps = (target - sizes[dense].sum()) / divisor
-        exceeds = ~dense & (eps * raw > 1.0)
-        if not exceeds.any():
-            return np.where(dense, 1.0, eps * raw)
-        dense |= exceeds
-
-
-def erk(
-    params: Params,
-    sparsity: float,
-    *,
-    prunable: PrunableFn = is_prunable,
-    power_scale: float = 1.0,
-) -> LayerSparsities:
-    """Erdős–Rényi-Kernel layerwise sparsities (host function).
-
-    A prunable leaf of shape ``(d_1, ..., d_k)`` (dense ``(in, out)``, conv
-    ``(kh, kw, cin, cout)``) gets density
-    ``eps * ((d_1 + ... + d_k) / (d_1 * ... * d_k)) ** power_scale``, with ``eps``
-    such that ``sum_l density_l * n_l = (1 - sparsity) * N``. Leaves whose
-    density would exceed 1 are made dense and ``eps`` is re-solved over the rest
-    until none exceeds 1, as in the RigL reference code (which densifies the
-    largest ratio per pass; ``eps`` only grows, so densifying every exceeding
-    leaf at once gives the same result).
-
-    Args:
-      params: pytree of arrays (only paths and shapes are read).
-      sparsity: overall sparsity in ``[0, 1)``, a concrete Python float.
-      prunable: predicate ``(path, leaf) -> bool``.
-      power_scale: exponent on the ERK ratio (RigL's ``erk_power_scale``); ``0.0``
-        gives uniform sparsity.
-
-    Returns:
-      ``LayerSparsities`` of Python floats (non-prunable leaves ``0.0``).
-
-    Raises:
-      ValueError: if ``sparsity`` is traced or outside ``[0, 1)``, or nothing is
-        prunable.
-
-    Example:
-      >>> mask = mask_from_scores(scores, erk(params, 0.99), scope="layerwise")
-
-    References:
-      Evci et al., 2020, "Rigging the Lottery: Making All Tickets Winners", ICML
-      (arXiv:1911.11134), Sec. 3; code: ``rigl/sparse_utils.py``,
-      ``get_sparsities_erdos_renyi``. Mocanu et al., 2018, "Scalable training of
-      artificial neural networks with adaptive sparse connectivity inspired by
-      network science", Nature Communications (the Erdős–Rényi dense case).
-    """
-    if not _is_concrete(sparsity):
-        raise ValueError(
-            "erk is a host function: pass a concrete Python float sparsity and "
-            "compute the allocation outside jax.jit / jax.vmap."
-        )
-    items, flags, treedef = _flatten(params, prunable, "params")
-    _check_sparsity(sparsity)
-    shapes = [np.shape(x) for (_, x), f in zip(items, flags, strict=True) if f]
-    sizes = np.array([math.prod(s) for s in shapes], np.float64)
-    raw = np.array([(sum(s) / max(math.prod(s), 1)) ** power_scale for s in shapes])
-    densities = _erk_densities(sizes, raw, (1.0 - float(sparsity)) * sizes.sum())
-    per_leaf = iter(max(0.0, 1.0 - float(d)) for d in densities)
-    return jax.tree.unflatten(treedef, [next(per_leaf) if f else 0.0 for f in flags])
+    name = _SCHEDULE_ALIASES.get(schedule, schedule)
+    if name not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}.")
+    frac = (round_index + 1) / num_rounds
+    if name == "geometric":
+        return 1.0 - (1.0 - sparsity) ** frac
+    return sparsity * frac

@@ -5,7 +5,9 @@ Every model maps float32 images ``x [B, H, W, C]`` (NHWC) to logits
 BatchNorm accept and ignore ``train``. The final classifier is always the
 ``nn.Dense`` named ``"head"``, which ``masks`` uses to find the output layer.
 BatchNorm statistics live in the ``batch_stats`` collection (model state), never
-in ``params``.
+in ``params``. The helpers (``init_params``, ``make_apply_fn``, ``apply_model``)
+take any other Linen classifier too: they pass ``train`` only to a module whose
+``__call__`` has a ``train`` parameter.
 
 Initialisation follows the PyTorch code bases the AutoSparse authors build on
 (SynFlow / open_lth): conv and dense kernels are He-normal
@@ -20,6 +22,7 @@ Example:
 """
 
 import functools
+import inspect
 import math
 import numbers
 import types
@@ -406,7 +409,8 @@ def init_params(
 
     Args:
         key: PRNG key for the parameter initialisers.
-        model: A Linen module of this file (``__call__(x, *, train)``).
+        model: A Linen module of this file, or any Linen classifier
+            (``__call__(x)`` or ``__call__(x, *, train)``).
         input_shape: ``(H, W, C)`` of one image, without the batch axis.
 
     Returns:
@@ -426,10 +430,66 @@ def init_params(
             f"axis, e.g. (28, 28, 1) or (32, 32, 3); got {input_shape!r}."
         )
     shape = tuple(int(d) for d in shape)
-    variables = model.init(key, jnp.zeros((1, *shape), jnp.float32), train=False)
+    x = jnp.zeros((1, *shape), jnp.float32)
+    variables = model.init(key, x, **_train_kwargs(model, False))
     params = variables["params"]
     model_state = {name: col for name, col in variables.items() if name != "params"}
     return params, model_state
+
+
+@functools.cache
+def _takes_train(module_type: type) -> bool:
+    """Whether ``module_type.__call__`` has a parameter named ``train``."""
+    try:
+        signature = inspect.signature(module_type.__call__)
+    except (TypeError, ValueError):  # No introspectable signature (builtins).
+        return False
+    return "train" in signature.parameters
+
+
+def _train_kwargs(model: nn.Module, train: bool) -> dict[str, bool]:
+    return {"train": train} if _takes_train(type(model)) else {}
+
+
+def apply_model(
+    model: nn.Module,
+    variables: Mapping[str, Any],
+    x: jax.Array,
+    *,
+    train: bool,
+    mutable: bool | str | Sequence[str] = False,
+) -> Any:
+    """``model.apply(variables, x, train=train, mutable=mutable)`` for any classifier.
+
+    ``train`` is passed only when the module's ``__call__`` has a parameter named
+    ``train`` (as every model of this file does); otherwise it is dropped, so a
+    plain ``__call__(self, x)`` works too. A ``__call__(self, *args, **kwargs)``
+    (e.g. ``nn.Sequential``) does not get it. The check reads the signature of
+    ``type(model).__call__`` once per class.
+
+    Args:
+        model: Any Linen module mapping ``x`` to logits.
+        variables: ``{"params": ..., **model_state}``.
+        x: ``[B, H, W, C]`` float32 images.
+        train: Training mode (BatchNorm batch statistics) where the model has one.
+        mutable: Collections to update, as in ``nn.Module.apply``.
+
+    Returns:
+        ``logits [B, num_classes]``; with ``mutable``, ``(logits, updated)`` as
+        ``nn.Module.apply`` returns them.
+
+    Example:
+        >>> class Linear(nn.Module):
+        ...     @nn.compact
+        ...     def __call__(self, x):
+        ...         return nn.Dense(3, name="head")(x.reshape(x.shape[0], -1))
+        >>> x = jnp.zeros((2, 4, 4, 1))
+        >>> variables = Linear().init(jax.random.key(0), x)
+        >>> models.apply_model(Linear(), variables, x, train=True).shape
+        (2, 3)
+    """
+    kwargs = _train_kwargs(model, train)
+    return model.apply(variables, x, mutable=mutable, **kwargs)
 
 
 def make_apply_fn(
@@ -445,7 +505,9 @@ def make_apply_fn(
     w.r.t. ``params``.
 
     Args:
-        model: A Linen module of this file.
+        model: A Linen module of this file, or any Linen classifier; ``train``
+            reaches it only if its ``__call__`` has that parameter
+            (``apply_model``).
         model_state: Non-parameter collections from ``init_params``; ``None``
             means ``{}``. Required for BatchNorm models when ``train=False``.
         train: Whether BatchNorm uses batch statistics.
@@ -459,10 +521,12 @@ def make_apply_fn(
     def apply_fn(params: Params, x: jax.Array) -> jax.Array:
         variables = {"params": params, **state}
         if train:
-            logits, _ = model.apply(variables, x, train=True, mutable=["batch_stats"])
+            logits, _ = apply_model(
+                model, variables, x, train=True, mutable=["batch_stats"]
+            )
             return logits
         try:
-            return model.apply(variables, x, train=False)
+            return apply_model(model, variables, x, train=False)
         except flax.errors.ScopeCollectionNotFound as err:
             raise ValueError(
                 f"{name} needs model state (e.g. batch_stats) for inference but "

@@ -8,6 +8,7 @@ arXiv 2408.14757).
 """
 
 import dataclasses
+import functools
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -21,8 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from autosparse_jax import allocation as allocation_lib
-from autosparse_jax import checkpoint, criteria, features, masks, train
+from autosparse_jax import checkpoint, evaluation, features, masks, train
 from autosparse_jax.types import (
     ApplyFn,
     Batch,
@@ -31,14 +31,12 @@ from autosparse_jax.types import (
     Params,
     PRNGKey,
     PrunableFn,
-    Scope,
     Scores,
 )
 
 Loss = Literal["mse", "ranking"]
 _LOSSES = ("mse", "ranking")
 _KIND = "autos_scorer"
-ALLOCATIONS = ("global", "learned", "erk", "uniform", "snip")
 PREDICT_CHUNK = 65_536
 """Weights scored per step of ``predict_flat`` (bounds activation memory)."""
 
@@ -163,15 +161,36 @@ def _standardize(variables: dict[str, Any], x: jax.Array) -> jax.Array:
 # -------------------------------------------------------------- prediction
 
 
-def predict_flat(scorer: Scorer, x: jax.Array) -> jax.Array:
+def _check_feature_config(scorer: Scorer, feature_config: Any) -> None:
+    if feature_config != scorer.feature_config:
+        raise ValueError(
+            f"The scorer was trained on features made with {scorer.feature_config}, "
+            f"but these were made with {feature_config}; a scorer only ranks "
+            "features computed the way it was trained. Compute them with "
+            "features.compute_features(..., **dataclasses.asdict("
+            "scorer.feature_config)), or prune with scorer.as_criterion(scorer)."
+        )
+
+
+def predict_flat(
+    scorer: Scorer, x: jax.Array, *, feature_config: features.FeatureConfig
+) -> jax.Array:
     """Scores ``[N, F]`` features in chunks of ``PREDICT_CHUNK``: ``[N]`` float32.
 
+    Args:
+      scorer: a trained ``Scorer``.
+      x: ``[N, F]`` stacked features (``features.stack_features``).
+      feature_config: how ``x`` was computed; must be the scorer's. Static.
+
     Raises:
-      ValueError: ``x`` is not ``[N, F]`` with the scorer's ``F``.
+      ValueError: ``x`` is not ``[N, F]`` with the scorer's ``F``, or was made
+        with another ``FeatureConfig``.
 
     Example:
-      >>> s = jax.jit(predict_flat)(scorer, stack_features(feats))
+      >>> s = predict_flat(scorer, stack_features(feats),
+      ...                  feature_config=scorer.feature_config)
     """
+    _check_feature_config(scorer, feature_config)
     if x.ndim != 2:
         raise ValueError(f"features must be [N, F], got shape {x.shape}.")
     _check_width(scorer, x.shape[1])
@@ -187,115 +206,86 @@ def predict_flat(scorer: Scorer, x: jax.Array) -> jax.Array:
 
 
 def predict_scores(
-    scorer: Scorer, feats: Features, *, prunable: PrunableFn = masks.is_prunable
+    scorer: Scorer,
+    feats: Features,
+    *,
+    feature_config: features.FeatureConfig,
+    prunable: PrunableFn = masks.is_prunable,
 ) -> Scores:
     """Predicted survival scores parallel to the params (non-prunable: 0).
 
     Args:
       scorer: a trained ``Scorer``.
       feats: features from ``features.compute_features`` (leaf ``shape + (F,)``).
+      feature_config: how ``feats`` were computed; must be the scorer's.
       prunable: predicate ``(path, leaf) -> bool`` on the params' leaves.
 
     Raises:
-      ValueError: the features' width differs from the scorer's.
+      ValueError: the features were made with another ``FeatureConfig`` or
+        their width differs from the scorer's.
 
     Example:
-      >>> scores = predict_scores(scorer, feats)
+      >>> scores = predict_scores(scorer, feats, feature_config=FeatureConfig())
     """
-    flat = predict_flat(scorer, features.stack_features(feats, prunable=prunable))
+    flat = predict_flat(
+        scorer,
+        features.stack_features(feats, prunable=prunable),
+        feature_config=feature_config,
+    )
     like = jax.tree.map(lambda f: jax.ShapeDtypeStruct(f.shape[:-1], f.dtype), feats)
     return features.unstack_scores(flat, like, prunable=prunable)
 
 
-def autosparse_prune(
-    key: PRNGKey,
-    scorer: Scorer,
-    params: Params,
-    batches: Batch,
-    *,
-    apply_fn: ApplyFn,
-    sparsity: float | jax.Array,
-    scope: Scope = "global",
-    allocation: str | None = None,
-    allocation_model: allocation_lib.AllocationModel | None = None,
-    prunable: PrunableFn = masks.is_prunable,
-) -> Mask:
-    """Prunes a network at initialisation with AutoS (the paper's step 5).
+@dataclasses.dataclass(frozen=True, eq=False)
+class ScorerCriterion:
+    """A trained scorer as a pruning criterion (the uniform criterion signature).
 
-    Computes the features the scorer was trained on (its ``feature_config``)
-    and predicts a score per weight. Without ``allocation``, keeps the top
-    ``1 - sparsity`` fraction globally (``scope="global"``, the paper; a layer
-    may lose every weight) or per layer (``"layerwise"``) with
-    ``masks.mask_from_scores``. With ``allocation``, the number kept per layer
-    comes from ``allocation.allocate`` and the scores rank weights within each
-    layer: ``"global"`` (the scorer's own global ranking), ``"learned"``
-    (``allocation_model``), ``"erk"``, ``"uniform"`` or ``"snip"`` (the layer
-    densities of SNIP on ``batches``); every layer then keeps at least one
-    weight. Always an exact total count, ties broken by index.
+    ``criterion(key, params, batch, *, apply_fn, mask)`` computes the features
+    the scorer was trained on (its ``feature_config``) on the masked network
+    and predicts a score per weight, so AutoS prunes through
+    ``criteria.prune_at_init`` like every other criterion, with any
+    allocation and any number of rounds. Hashed and compared by identity: a
+    static argument under ``jax.jit`` (keep one object to compile once).
 
-    Args:
-      key: PRNG key (passed to ``compute_features``).
-      scorer: a trained ``Scorer``.
-      params: the new network's params at initialisation.
-      batches: one batch or ``K`` stacked batches of preprocessed images.
-      apply_fn: ``apply_fn(params, x) -> logits``.
-      sparsity: fraction of prunable weights removed; may be traced.
-      scope: ``"global"`` (the paper) or ``"layerwise"``, without
-        ``allocation``. Static.
-      allocation: ``None`` or one of ``"global"``, ``"learned"``, ``"erk"``,
-        ``"uniform"``, ``"snip"``. Static.
-      allocation_model: an ``allocation.AllocationModel`` for ``"learned"``.
-        Static.
-      prunable: predicate ``(path, leaf) -> bool``. Static.
+    Attributes:
+      scorer: the trained ``Scorer``.
+    """
 
-    Returns:
-      A ``Mask`` parallel to ``params``.
+    scorer: Scorer
 
-    Raises:
-      ValueError: on an unknown allocation, or ``"learned"`` without a model.
+    def __call__(
+        self,
+        key: PRNGKey,
+        params: Params,
+        batch: Batch,
+        *,
+        apply_fn: ApplyFn,
+        mask: Mask,
+        prunable: PrunableFn = masks.is_prunable,
+    ) -> Scores:
+        del key  # The features are deterministic.
+        fc = self.scorer.feature_config
+        feats = features.compute_features(
+            masks.apply_mask(params, mask),
+            batch,
+            apply_fn=apply_fn,
+            prunable=prunable,
+            **dataclasses.asdict(fc),
+        )
+        return predict_scores(self.scorer, feats, feature_config=fc, prunable=prunable)
+
+
+def as_criterion(scorer: Scorer) -> ScorerCriterion:
+    """``ScorerCriterion(scorer)``: AutoS as a criterion for ``prune_at_init``.
 
     Example:
-      >>> static = ("apply_fn", "allocation", "allocation_model")
-      >>> prune = jax.jit(autosparse_prune, static_argnames=static)
-      >>> mask = prune(key, scorer, params, batches, apply_fn=apply_fn,
-      ...              sparsity=0.99, allocation="learned", allocation_model=model)
+      >>> autos = as_criterion(scorer)
+      >>> mask = criteria.prune_at_init(key, autos, params, batch,
+      ...     apply_fn=apply_fn, sparsity=0.99, allocation=allocation.erk())
     """
-    fc = scorer.feature_config
-    feats = features.compute_features(
-        key,
-        params,
-        batches,
-        apply_fn=apply_fn,
-        feature_set=fc.feature_set,
-        gradient=fc.gradient,
-        normalization=fc.normalization,
-        prunable=prunable,
-    )
-    scores = predict_scores(scorer, feats, prunable=prunable)
-    if allocation is None:
-        return masks.mask_from_scores(scores, sparsity, scope=scope, prunable=prunable)
-    if allocation not in ALLOCATIONS:
-        raise ValueError(
-            f"allocation must be one of {ALLOCATIONS}, got {allocation!r}."
-        )
-    extra: dict[str, Any] = {}
-    if allocation == "learned":
-        input_shape = criteria._stacked(batches)["image"].shape[2:]
-        extra["phi"] = allocation_lib.layer_features(
-            params, apply_fn=apply_fn, input_shape=input_shape, prunable=prunable
-        )
-        extra["model"] = allocation_model
-    if allocation == "snip":
-        extra["reference_scores"] = criteria.compute_scores(
-            key, criteria.snip, params, batches, apply_fn=apply_fn
-        )
-    return allocation_lib.allocate(
-        scores,
-        sparsity,
-        allocation="scores" if allocation == "snip" else allocation,
-        prunable=prunable,
-        **extra,
-    )
+    if not isinstance(scorer, Scorer):
+        raise ValueError(f"as_criterion needs a Scorer, got {type(scorer).__name__}.")
+    return ScorerCriterion(scorer)
 
 
 def within_layer_targets(y: np.ndarray, layer_ids: np.ndarray) -> np.ndarray:
@@ -397,18 +387,13 @@ def _train_chunk_fn(config: ScorerConfig, optimizer: optax.GradientTransformatio
     return run
 
 
-def _validation_fn():
-    """Held-out Spearman (labels' average ranks given) and MSE of a scorer."""
-
-    def run(scorer, x, y, label_ranks):
-        pred = predict_flat(scorer, x)
-        ranks = jnp.argsort(jnp.argsort(pred)).astype(jnp.float32)
-        a = ranks - jnp.mean(ranks)
-        b = label_ranks - jnp.mean(label_ranks)
-        rho = jnp.sum(a * b) / jnp.sqrt(jnp.sum(a * a) * jnp.sum(b * b))
-        return {"spearman": rho, "mse": jnp.mean(jnp.square(pred - y))}
-
-    return run
+def _validate(scorer: Scorer, predict, x: jax.Array, y: np.ndarray) -> dict:
+    """Held-out Spearman (``evaluation.spearman``: average ranks) and MSE."""
+    pred = np.asarray(predict(scorer, x))
+    return {
+        "spearman": evaluation.spearman(pred, y),
+        "mse": float(np.mean(np.square(pred - y))),
+    }
 
 
 def train_scorer(
@@ -450,7 +435,6 @@ def train_scorer(
       >>> scorer, history = train_scorer(key, x, y, config=PRESETS["default"],
       ...     feature_config=FeatureConfig(), validation=(x_val, y_val))
     """
-    from scipy import stats
     from tqdm.auto import tqdm
 
     if x.ndim != 2 or y.shape != (x.shape[0],):
@@ -468,16 +452,18 @@ def train_scorer(
     opt_state = optimizer.init(scorer.variables["params"])
     run_chunk = jax.jit(_train_chunk_fn(config, optimizer))
     if validation is not None:
-        x_val, y_val = (jnp.asarray(a, jnp.float32) for a in validation)
+        x_val = jnp.asarray(validation[0], jnp.float32)
+        y_val = np.asarray(validation[1], np.float32)
         _check_width(scorer, x_val.shape[1])
-        if y_val.shape != (x_val.shape[0],) or np.ptp(np.asarray(y_val)) == 0:
+        if y_val.shape != (x_val.shape[0],) or np.ptp(y_val) == 0:
             raise ValueError(
                 "validation must be ([M, F], [M]) with targets that are not all "
                 "equal (their rank correlation selects the checkpoint); hold out "
                 "weights with different labels."
             )
-        ranks = jnp.asarray(stats.rankdata(np.asarray(y_val)) - 1, jnp.float32)
-        validate = jax.jit(_validation_fn())
+        predict = jax.jit(
+            functools.partial(predict_flat, feature_config=feature_config)
+        )
     best, best_rho, history = None, float("-inf"), []
     variables = scorer.variables
     chunks = range(config.num_steps // config.eval_every)
@@ -488,10 +474,10 @@ def train_scorer(
         )
         current = scorer.replace(variables=variables)
         row = {"step": (c + 1) * config.eval_every, "train_loss": loss}
-        if validation is not None:
-            metrics = validate(current, x_val, y_val, ranks)
-            row.update({f"val_{k}": v for k, v in metrics.items()})
         row = {k: float(v) for k, v in jax.device_get(row).items()}
+        if validation is not None:
+            metrics = _validate(current, predict, x_val, y_val)
+            row.update({f"val_{k}": v for k, v in metrics.items()})
         row["seconds"] = time.perf_counter() - tic
         history.append(row)
         rho = row.get("val_spearman", float("nan"))

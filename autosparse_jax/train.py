@@ -20,7 +20,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from autosparse_jax import data as data_lib
-from autosparse_jax import losses, masks
+from autosparse_jax import losses, masks, models
 from autosparse_jax.types import Batch, Mask, ModelState, Params, PRNGKey
 
 DATA_AXIS = "data"
@@ -126,17 +126,52 @@ def sgd(
 
 
 def _forward(model, params, model_state, images, *, train):
-    """Logits and the updated model state (BatchNorm statistics in train mode)."""
+    """Logits and the updated model state (BatchNorm statistics in train mode).
+
+    ``train`` reaches the model only if its ``__call__`` takes it
+    (``models.apply_model``), so any Linen classifier trains.
+    """
     variables = {"params": params, **model_state}
     if train and model_state:
-        logits, new_state = model.apply(
-            variables, images, train=True, mutable=list(model_state)
+        logits, new_state = models.apply_model(
+            model, variables, images, train=True, mutable=list(model_state)
         )
         return logits, dict(new_state)
-    return model.apply(variables, images, train=train), model_state
+    return models.apply_model(model, variables, images, train=train), model_state
 
 
-def _prepare_images(key, images, preprocess, *, train):
+def prepare_images(
+    key: PRNGKey | None,
+    images: jax.Array,
+    preprocess: data_lib.PreprocessConfig | None,
+    *,
+    train: bool,
+) -> jax.Array:
+    """The model's input batch, exactly as the train and eval programs build it.
+
+    With a ``preprocess`` config this is ``data.preprocess`` (augmentation only
+    when ``train`` and the config augments); without one, float images are used
+    as they are (cast to float32) and uint8 images are refused, since unscaled
+    pixels are almost always a mistake.
+
+    Args:
+      key: PRNG key for augmentation; may be ``None`` when none is applied.
+      images: ``[B, H, W, C]`` uint8 pixels or float inputs.
+      preprocess: from ``data.preprocess_config`` or ``data.fit_preprocess``,
+        or ``None`` for float images used as they are.
+      train: whether this is a training batch.
+
+    Returns:
+      ``[B, H, W, C]`` float32.
+
+    Raises:
+      ValueError: uint8 ``images`` with ``preprocess=None``, or augmentation
+        requested with ``key=None``.
+
+    Example:
+      >>> cfg = data.preprocess_config("mnist")
+      >>> x = train.prepare_images(None, batch["image"], cfg, train=False)
+    """
     if preprocess is None:
         if images.dtype == jnp.uint8:
             raise ValueError(
@@ -149,7 +184,7 @@ def _prepare_images(key, images, preprocess, *, train):
 
 def _masked_step(model, optimizer, preprocess, state, batch, key):
     """One optimizer step; pruned weights get no gradient, update or value."""
-    images = _prepare_images(key, batch["image"], preprocess, train=True)
+    images = prepare_images(key, batch["image"], preprocess, train=True)
 
     def loss_fn(params):
         logits, new_state = _forward(
@@ -182,7 +217,8 @@ def make_train_step(
     state is donated.
 
     Args:
-      model: a Flax module called as ``model.apply(variables, x, train=...)``.
+      model: a Flax module called as ``model.apply(variables, x, train=...)``
+        (``train`` only if its ``__call__`` takes it, see ``models.apply_model``).
       optimizer: any optax transformation.
       preprocess: normalisation and augmentation of uint8 images, or ``None``
         for float images used as they are.
@@ -304,7 +340,7 @@ def make_train_epoch(
 
 def _eval_sums(model, preprocess, state, batch, weights):
     """Summed loss and number correct over a batch, each example weighted."""
-    images = _prepare_images(None, batch["image"], preprocess, train=False)
+    images = prepare_images(None, batch["image"], preprocess, train=False)
     logits, _ = _forward(model, state.params, state.model_state, images, train=False)
     nll = optax.softmax_cross_entropy_with_integer_labels(
         logits.astype(jnp.float32), batch["label"]

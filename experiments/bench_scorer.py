@@ -12,12 +12,14 @@ Command (2 CPU cores here: about 2 minutes):
 2. A CIFAR ResNet-18 (11.2M prunable weights): the jitted
    ``features.compute_features`` ("paper" features: ``g0`` on one batch of 32
    random 32x32x3 images, a speed input only), ``predict_scores`` with the
-   default scorer, and the whole jitted ``autosparse_prune`` at 98% sparsity.
+   default scorer, and the whole jitted ``criteria.prune_at_init`` with the
+   AutoS criterion at 98% sparsity.
 Every time is the median of repeats after a compiling warm-up call. Timings on
 shared machines are noisy; compare numbers measured in one run.
 """
 
 import argparse
+import functools
 import json
 import time
 
@@ -25,8 +27,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from autosparse_jax import features, models
+from autosparse_jax import criteria, features, models
 from autosparse_jax import scorer as scorer_lib
+
+FEATURES = features.FeatureConfig()
 
 
 def _median_seconds(fn, *args, repeats: int = 3) -> float:
@@ -40,7 +44,7 @@ def _median_seconds(fn, *args, repeats: int = 3) -> float:
 
 
 def _fresh_scorer(preset: str) -> scorer_lib.Scorer:
-    fc = features.FeatureConfig()
+    fc = FEATURES
     width = features.num_features(fc.feature_set)
     return scorer_lib.init_scorer(
         jax.random.key(0),
@@ -53,7 +57,9 @@ def _fresh_scorer(preset: str) -> scorer_lib.Scorer:
 
 def bench_presets(sizes: dict[str, int]) -> list[dict]:
     rows = []
-    predict = jax.jit(scorer_lib.predict_flat)
+    predict = jax.jit(
+        functools.partial(scorer_lib.predict_flat, feature_config=FEATURES)
+    )
     for preset, n in sizes.items():
         x = jax.random.normal(jax.random.key(1), (n, 2))
         seconds = _median_seconds(predict, _fresh_scorer(preset), x)
@@ -72,24 +78,25 @@ def bench_resnet18(batch_size: int) -> dict:
         "image": jax.random.normal(k1, (batch_size, 32, 32, 3)),
         "label": jax.random.randint(k2, (batch_size,), 0, 10),
     }
-    scorer = _fresh_scorer("default")
+    autos = scorer_lib.as_criterion(_fresh_scorer("default"))
     key = jax.random.key(3)
     feats_fn = jax.jit(features.compute_features, static_argnames="apply_fn")
-    feats = feats_fn(key, params, batch, apply_fn=apply_fn)
-    predict = jax.jit(scorer_lib.predict_scores)
-    prune = jax.jit(scorer_lib.autosparse_prune, static_argnames="apply_fn")
+    feats = feats_fn(params, batch, apply_fn=apply_fn)
+    predict = jax.jit(
+        functools.partial(scorer_lib.predict_scores, feature_config=FEATURES)
+    )
+    prune = jax.jit(criteria.prune_at_init, static_argnames=("criterion", "apply_fn"))
     num = int(features.stack_leaves(params).shape[0])
     return {
         "model": "resnet18",
         "prunable_weights": num,
         "features_s": _median_seconds(
-            lambda k, p, b: feats_fn(k, p, b, apply_fn=apply_fn), key, params, batch
+            lambda p, b: feats_fn(p, b, apply_fn=apply_fn), params, batch
         ),
-        "predict_s": _median_seconds(predict, scorer, feats),
+        "predict_s": _median_seconds(predict, autos.scorer, feats),
         "autosparse_prune_s": _median_seconds(
-            lambda k, s, p, b: prune(k, s, p, b, apply_fn=apply_fn, sparsity=0.98),
+            lambda k, p, b: prune(k, autos, p, b, apply_fn=apply_fn, sparsity=0.98),
             key,
-            scorer,
             params,
             batch,
         ),

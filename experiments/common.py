@@ -16,7 +16,19 @@ import ml_collections
 import numpy as np
 import optax
 
-from autosparse_jax import allocation, criteria, data, features, masks, models, train
+from autosparse_jax import (
+    allocation,
+    autosparse,
+    criteria,
+    data,
+    evaluation,
+    features,
+    irp,
+    masks,
+    models,
+    train,
+)
+from autosparse_jax import scorer as scorer_lib
 
 
 def load_config(path: str) -> ml_collections.ConfigDict:
@@ -129,28 +141,42 @@ def train_masked(
 
 prune_at_init = jax.jit(
     criteria.prune_at_init,
-    static_argnames=("criterion", "apply_fn", "scope", "num_rounds", "schedule"),
+    static_argnames=(
+        "criterion",
+        "apply_fn",
+        "allocation",
+        "num_rounds",
+        "schedule",
+        "prunable",
+    ),
 )
 """``criteria.prune_at_init`` jitted once per process (sparsity traced)."""
+
+SCOPES = {
+    "global": allocation.global_topk(min_per_layer=0),
+    "layerwise": allocation.uniform(),
+}
+"""A config's ``scope`` -> its allocation: the published baselines' plain
+global threshold (which may empty a layer), or one sparsity per layer."""
+
+
+def criterion_key(key: jax.Array, num_rounds: int) -> jax.Array:
+    """The key a study hands ``prune_at_init`` for a criterion of ``num_rounds``.
+
+    The committed studies gave a one-round criterion ``fold_in(key, 0)`` (round
+    0's key); ``prune_at_init`` now gives it ``key`` itself, so this keeps
+    their random masks. Several rounds get ``fold_in(key, r)`` either way.
+    """
+    return jax.random.fold_in(key, 0) if num_rounds == 1 else key
 
 
 def score_batches(
     key: jax.Array, host_train: Mapping[str, Any], dataset: str, num: int, size: int
 ) -> dict[str, jax.Array]:
-    """``num`` stacked preprocessed batches of ``size`` training images.
-
-    Image ``[num, size, H, W, C]`` float32, label ``[num, size]``, drawn without
-    repeats from the host training set: what the criteria and the AutoS
-    features are computed on.
-    """
-    batch = data.sample_batch(key, host_train, num * size)
-    images = data.preprocess(
-        None, batch["image"], data.preprocess_config(dataset), train=False
+    """``data.sample_batches`` of a named dataset (its own preprocessing)."""
+    return data.sample_batches(
+        key, host_train, num, size, data.preprocess_config(dataset)
     )
-    return {
-        "image": images.reshape(num, size, *images.shape[1:]),
-        "label": batch["label"].reshape(num, size),
-    }
 
 
 def label_study_args(
@@ -181,12 +207,69 @@ def label_study_args(
     return args, loaded
 
 
+def source_batches(
+    config: ml_collections.ConfigDict, labels: irp.IRPLabels
+) -> dict[str, jax.Array]:
+    """The scoring batches of a labelled run's own training data (scorer seed)."""
+    meta = labels.metadata
+    host_train = data.load_dataset(meta["dataset"], meta.get("train_split", "train"))
+    return score_batches(
+        jax.random.key(config.scorer_seed),
+        host_train,
+        meta["dataset"],
+        config.num_score_batches,
+        config.score_batch_size,
+    )
+
+
+def fit_autosparse(
+    config: ml_collections.ConfigDict, source: str | None = None
+) -> autosparse.AutoSparse:
+    """``autosparse.fit`` on a labelled run with a study config's settings.
+
+    The scorer seed keys the scoring batches and both scorers, and seeds the
+    random held-out split of the weights, as every committed study did.
+    """
+    labels = irp.load_labels(source or config.source)
+    num = len(features.layer_ids(labels.init_params))
+    return autosparse.fit(
+        jax.random.key(config.scorer_seed),
+        labels,
+        source_batches(config, labels),
+        validation=evaluation.split_weights(
+            config.scorer_seed, num, config.validation_fraction
+        ),
+        scorer_config=dataclasses.replace(
+            scorer_lib.PRESETS["default"], num_steps=config.scorer_num_steps
+        ),
+        progress=False,
+    )
+
+
+def fit_learners(config: ml_collections.ConfigDict) -> tuple[dict, dict]:
+    """The study's fitted AutoSparse, the source run's IRP rounds, a report.
+
+    The scorers are evaluated on ``config.held_out`` (another IRP run's
+    labels) when the config names one. Everything is fitted on the source
+    run's own network and data, whatever the target of the study.
+    """
+    autos = fit_autosparse(config)
+    source = irp.load_labels(config.source)
+    report = {}
+    if config.get("held_out"):
+        held_out = irp.load_labels(config.held_out)
+        ev = autosparse.evaluate(autos, held_out, source_batches(config, source))
+        report = {"paper": ev["global_scorer"], "within": ev["scorer"]}
+    report["allocation_model"] = dataclasses.asdict(autos.allocation_model)
+    oracle = (source.masks[1:], [h["sparsity"] for h in source.metadata["history"]])
+    return {"autos": autos, "oracle": oracle}, report
+
+
 def initial_features(
     params: Any, batches: Mapping[str, jax.Array], apply_fn: Any, feature_config: Any
 ) -> jax.Array:
     """``[N, F]`` AutoS features of a network at initialisation (stacked)."""
     feats = features.compute_features(
-        jax.random.key(0),
         params,
         batches,
         apply_fn=apply_fn,

@@ -15,12 +15,10 @@ Writes ``runs.jsonl`` (resumable: finished runs are skipped), ``table.md``
 ``accuracy.png`` and ``scorers.json``.
 """
 
-import dataclasses
 import json
 import os
 import time
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -31,12 +29,9 @@ from autosparse_jax import (
     data,
     evaluation,
     features,
-    irp,
     masks,
-    models,
     train,
 )
-from autosparse_jax import scorer as scorer_lib
 from experiments import common
 
 DEFAULT_CONFIG = "experiments/configs/allocation_fmnist_lenet300.py"
@@ -45,131 +40,58 @@ PAPER = features.FeatureConfig()
 WITHIN = features.FeatureConfig(normalization="layer")
 
 
-# ------------------------------------------------------------- the learners
-
-
-def _features(labels: irp.IRPLabels, model, batches, fc) -> jax.Array:
-    apply_fn = models.make_apply_fn(model, labels.init_model_state)
-    return common.initial_features(labels.init_params, batches, apply_fn, fc)
-
-
-def fit_learners(config) -> dict:
-    """The paper and within-layer scorers, the allocation model, their reports.
-
-    The scorers are evaluated on ``config.held_out`` (another IRP run's
-    labels) when the config names one. Everything is computed on the source
-    run's own network and dataset (from its labels' metadata), whatever the
-    target of the study.
-    """
-    source = irp.load_labels(config.source)
-    held_out = irp.load_labels(config.held_out) if config.get("held_out") else None
-    meta = source.metadata
-    info = data.DATASETS[meta["dataset"]]
-    model = models.get_model(meta["model"], num_classes=info.num_classes)
-    host_train = data.load_dataset(meta["dataset"], meta.get("train_split", "train"))
-    key = jax.random.key(config.scorer_seed)
-    batches = common.score_batches(
-        key,
-        host_train,
-        meta["dataset"],
-        config.num_score_batches,
-        config.score_batch_size,
-    )
-    layers = features.layer_ids(source.init_params)
-    y = np.asarray(features.stack_leaves(source.counts)) / source.metadata["num_rounds"]
-    fit, val = evaluation.split_weights(
-        config.scorer_seed, len(y), config.validation_fraction
-    )
-    scorer_config = dataclasses.replace(
-        scorer_lib.PRESETS["default"], num_steps=config.scorer_num_steps
-    )
-    out, report = {}, {}
-    for name, fc, target in (
-        ("paper", PAPER, y),
-        ("within", WITHIN, scorer_lib.within_layer_targets(y, layers)),
-    ):
-        x = _features(source, model, batches, fc)
-        out[name], _ = scorer_lib.train_scorer(
-            key, x[fit], target[fit], config=scorer_config,
-            feature_config=fc, validation=(x[val], target[val]), progress=False,
-        )  # fmt: skip
-        if held_out is None:
-            continue
-        held_counts = np.asarray(features.stack_leaves(held_out.counts))
-        held_layers = features.layer_ids(held_out.init_params)
-        pred = scorer_lib.predict_flat(
-            out[name], _features(held_out, model, batches, fc)
-        )
-        within = evaluation.within_layer_spearman(
-            np.asarray(pred), held_counts, held_layers
-        )
-        report[name] = {
-            "spearman": evaluation.spearman(np.asarray(pred), held_counts),
-            "within_layer_spearman": within["mean"],
-            "per_layer": {str(k): v for k, v in within["per_layer"].items()},
-        }
-    apply_fn = models.make_apply_fn(model, source.init_model_state)
-    phi = al.layer_features(
-        source.init_params, apply_fn=apply_fn, input_shape=info.input_shape
-    )
-    out["allocation"] = al.fit_allocation(
-        phi,
-        al.layer_densities(source.masks[1:]),
-        al.layer_sizes(source.init_params),
-        metadata=(
-            ("model", source.metadata["model"]),
-            ("seed", source.metadata["seed"]),
-        ),
-    )
-    out["oracle"] = (
-        source.masks[1:],
-        [h["sparsity"] for h in source.metadata["history"]],
-    )
-    report["allocation_model"] = dataclasses.asdict(out["allocation"])
-    return out, report
-
-
 # ---------------------------------------------------------------- the masks
 
-
-def ranking_scores(ranking, allocation, learners, key, params, batches, apply_fn):
-    """The within-layer ranking's scores for one network."""
-    if ranking == "autos":
-        scorer = learners["paper" if allocation == "global" else "within"]
-        fc = scorer.feature_config
-        feats = features.compute_features(
-            key, params, batches, apply_fn=apply_fn, **dataclasses.asdict(fc)
-        )
-        return scorer_lib.predict_scores(scorer, feats)
-    return criteria.compute_scores(
-        key, criteria.CRITERIA[ranking], params, batches, apply_fn=apply_fn
-    )
+ALLOCATIONS = {
+    "global": al.global_topk(),
+    "erk": al.erk(),
+    "uniform": al.uniform(),
+    "snip": al.like(criteria.snip),
+}
+"""The allocations of the study by name ("learned" and "irp" come from the
+source run: ``fit_learners``)."""
 
 
-def layer_counts(
-    allocation, sparsity, scores, snip_scores, learners, params, phi, config
-):
-    """Per-layer kept counts, or ``None`` where the allocation is undefined.
-
-    Every allocation but the IRP oracle is ``allocation.layer_counts``.
-    """
-    if allocation != "irp":
-        return al.layer_counts(
-            scores,
-            sparsity,
-            allocation="scores" if allocation == "snip" else allocation,
-            phi=phi,
-            model=learners["allocation"],
-            reference_scores=snip_scores,
-        )
-    sizes = al.layer_sizes(params)
+def irp_oracle(learners, sparsity, config):
+    """IRP's own per-layer densities at ``sparsity`` (its nearest round), as an
+    allocation; ``None`` where no round is within ``config.oracle_tolerance``."""
     round_masks, round_sparsities = learners["oracle"]
     r = evaluation.irp_round_at(round_sparsities, sparsity)
     if abs(round_sparsities[r] - sparsity) > config.oracle_tolerance:
         return None
-    kept = al.layer_densities([round_masks[r]])[0] * sizes
-    total = masks._num_keep(sparsity, int(sizes.sum()))
-    return al.integer_counts(jnp.asarray(kept * total / kept.sum()), sizes, total)
+    density = al.layer_densities([round_masks[r]])[0]
+
+    def oracle(scores, s, ctx):
+        del scores
+        kept, total = density * ctx.sizes, al.num_keep(s, ctx)
+        return al.integer_counts(
+            jnp.asarray(kept * total / kept.sum()), ctx.alive, total
+        )
+
+    return oracle
+
+
+def mask(t, allocation, ranking, sparsity, learners, config):
+    """One (allocation, ranking) mask of the target, or ``None`` if undefined.
+
+    AutoS ranks with the paper's scorer under AutoS's own global threshold and
+    with the within-layer scorer under every other allocation.
+    """
+    autos = learners["autos"]
+    if allocation == "irp":
+        alloc = irp_oracle(learners, sparsity, config)
+        if alloc is None:
+            return None
+    else:
+        alloc = autos.allocation if allocation == "learned" else ALLOCATIONS[allocation]
+    if ranking == "autos":
+        criterion = autos.paper_criterion if allocation == "global" else autos.criterion
+    else:
+        criterion = criteria.CRITERIA[ranking]
+    return criteria.prune_at_init(
+        t.prune_key, criterion, t.params, t.batches, apply_fn=t.apply_fn,
+        sparsity=sparsity, allocation=alloc,
+    )  # fmt: skip
 
 
 # -------------------------------------------------------------------- runs
@@ -177,46 +99,20 @@ def layer_counts(
 
 def run_seed(seed, todo, learners, recipe, host_train, datasets, config, on_done):
     t = common.make_target(seed, recipe, host_train, config)
-    params, apply_fn = t.params, t.apply_fn
-    cache = {}
-
-    def scores(ranking, allocation):
-        name = (
-            "autos-global" if ranking == "autos" and allocation == "global" else ranking
-        )
-        if name not in cache:
-            cache[name] = ranking_scores(
-                ranking, allocation, learners, t.prune_key, params, t.batches, apply_fn
-            )
-        return cache[name]
-
     for allocation, ranking, sparsity in todo:
         record = {"allocation": allocation, "ranking": ranking, "sparsity": sparsity}
         record["seed"] = seed
         if allocation == "dense":
-            mask = masks.dense_mask(params)
+            m = masks.dense_mask(t.params)
         else:
-            s = scores(ranking, allocation)
-            counts = layer_counts(
-                allocation, sparsity, s, scores("snip", allocation), learners,
-                params, t.phi, config,
-            )  # fmt: skip
-            if counts is None:
+            m = mask(t, allocation, ranking, sparsity, learners, config)
+            if m is None:
                 continue
-            mask = al.mask_from_counts(s, counts)
         tic = time.perf_counter()
         _, history = common.train_masked(
-            recipe,
-            t.data_key,
-            params,
-            t.model_state,
-            mask,
-            *datasets,
-            progress=False,
+            recipe, t.data_key, t.params, t.model_state, m, *datasets, progress=False
         )
-        record.update(
-            common.summarize_training(mask, history, time.perf_counter() - tic)
-        )
+        record.update(common.summarize_training(m, history, time.perf_counter() - tic))
         on_done(record)
 
 
@@ -330,7 +226,7 @@ def main(argv: list[str] | None = None) -> None:
     host_train = data.load_dataset(config.dataset, config.train_split)
     test = data.load_dataset(config.dataset, config.test_split)
     recipe = common.make_recipe(config, len(host_train["label"]))
-    learners, report = fit_learners(config)
+    learners, report = common.fit_learners(config)
     same = (config.model, config.dataset) == tuple(
         checkpoint.load_metadata(config.source)[k] for k in ("model", "dataset")
     )

@@ -49,13 +49,12 @@ import numpy as np
 
 from autosparse_jax import allocation as al
 from autosparse_jax import criteria, data, evaluation, irp, masks, models, train
-from experiments import common, run_allocation
+from experiments import common
 
 DEFAULT_CONFIG = "experiments/configs/benchmark_fmnist_lenet300.py"
 DENSE = "dense"
 BASELINES = ("random", "magnitude", "snip", "grasp", "synflow")
-AUTOS = {"autos_global": "global", "autos_learned": "learned"}
-"""AutoS methods -> their allocation (``run_allocation.layer_counts``)."""
+AUTOS = ("autos_global", "autos_learned")
 IRP = "irp"
 METHODS = (*BASELINES, *AUTOS, IRP)
 SANITY_CHECKS = ("shuffled", "reinit")
@@ -168,32 +167,31 @@ def csv_row(record: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def baseline_mask(name: str, sparsity: float, t: common.Target) -> Any:
+    rounds = criteria.DEFAULT_ROUNDS.get(name, 1)
     return common.prune_at_init(
-        t.prune_key,
+        common.criterion_key(t.prune_key, rounds),
         criteria.CRITERIA[name],
         t.params,
         t.batches,
         apply_fn=t.apply_fn,
         sparsity=jnp.asarray(sparsity, jnp.float32),
-        scope="global",
-        num_rounds=criteria.DEFAULT_ROUNDS.get(name, 1),
-        schedule="exponential",
+        allocation=common.SCOPES["global"],
+        num_rounds=rounds,
+        schedule="geometric",
     )
 
 
-def autos_mask(name: str, sparsity: float, t: common.Target, learners, cache) -> Any:
-    """AutoS's mask: the scorer's ranking under its allocation."""
-    allocation = AUTOS[name]
-    if name not in cache:
-        cache[name] = run_allocation.ranking_scores(
-            "autos", allocation, learners, t.prune_key, t.params, t.batches,
-            t.apply_fn,
-        )  # fmt: skip
-    counts = al.layer_counts(
-        cache[name], sparsity, allocation=allocation, phi=t.phi,
-        model=learners["allocation"],
+def autos_mask(name: str, sparsity: float, t: common.Target, autos) -> Any:
+    """AutoS's mask: the paper's scorer under one global threshold (never an
+    empty layer), or the within-layer scorer under the learned allocation."""
+    criterion, allocation = {
+        "autos_global": (autos.paper_criterion, al.global_topk()),
+        "autos_learned": (autos.criterion, autos.allocation),
+    }[name]
+    return criteria.prune_at_init(
+        t.prune_key, criterion, t.params, t.batches, apply_fn=t.apply_fn,
+        sparsity=sparsity, allocation=allocation,
     )  # fmt: skip
-    return al.mask_from_counts(cache[name], counts)
 
 
 def run_irp(t: common.Target, recipe, datasets, config, workdir: str) -> irp.IRPResult:
@@ -231,7 +229,7 @@ def method_mask(method, sparsity, t: common.Target, ctx) -> tuple[Any, Any]:
     if method in BASELINES:
         return baseline_mask(method, sparsity, t), t.params
     if method in AUTOS:
-        return autos_mask(method, sparsity, t, ctx["learners"], ctx["cache"]), t.params
+        return autos_mask(method, sparsity, t, ctx["learners"]["autos"]), t.params
     if method == IRP:
         if IRP not in ctx["cache"]:
             ctx["cache"][IRP] = ctx["irp"](t)
@@ -480,7 +478,7 @@ def run_study(config, workdir: str, *, learners=None, report=None) -> str:
     recipe = common.make_recipe(config, len(host_train["label"]))
     if learners is None:
         tic = time.perf_counter()
-        learners, report = run_allocation.fit_learners(config)
+        learners, report = common.fit_learners(config)
         report["fit_learners_s"] = time.perf_counter() - tic
     device = f"{jax.devices()[0].device_kind} ({os.cpu_count()} host cores)"
     report = {**(report or {}), "device": device}

@@ -264,13 +264,13 @@ def baseline_mask(setup: Setup, method: str, sparsity: float, scope: str):
         return masks.dense_mask(setup.params)
     apply_fn = models.make_apply_fn(setup.recipe.model, setup.model_state)
     return criteria.prune_at_init(
-        setup.prune_key,
+        common.criterion_key(setup.prune_key, 1),
         criteria.random,
         setup.params,
         None,  # random reads no data
         apply_fn=apply_fn,
         sparsity=sparsity,
-        scope=scope,
+        allocation=common.SCOPES[scope],
     )
 
 

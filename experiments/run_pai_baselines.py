@@ -89,13 +89,13 @@ def prune(key, name, params, batch, apply_fn, sparsity, config) -> tuple[Any, di
 
     def call():
         return common.prune_at_init(
-            key,
+            common.criterion_key(key, config.pai.rounds[name]),
             criteria.CRITERIA[name],
             params,
             batch,
             apply_fn=apply_fn,
             sparsity=jnp.asarray(sparsity, jnp.float32),
-            scope=config.pai.scope,
+            allocation=common.SCOPES[config.pai.scope],
             num_rounds=config.pai.rounds[name],
             schedule=config.pai.schedule,
         )

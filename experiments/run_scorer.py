@@ -185,7 +185,10 @@ def run_all(config, workdir: str) -> list[dict]:
             fc = features.FeatureConfig(feature_set=fset, normalization=norm)
             sc = dataclasses.replace(scorer_config(config, preset), loss=loss)
             scorer, history = fit(config, source, fc, sc, train_idx)
-            pred = np.asarray(scorer_lib.predict_flat(scorer, run.features(fc)[idx]))
+            pred = scorer_lib.predict_flat(
+                scorer, run.features(fc)[idx], feature_config=fc
+            )
+            pred = np.asarray(pred)
             rep = run.report(pred, idx, sparsities)
             row = {"split": split, "method": name, "kind": "scorer", **rep}
             rows.append({**row, "n": len(idx), "seconds": time.perf_counter() - tic})

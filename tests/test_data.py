@@ -650,3 +650,124 @@ def test_sample_batch(key):
     )
     with pytest.raises(ValueError, match="batch_size"):
         data.sample_batch(key, toy, 0)
+
+
+# ------------------------------------------------------- bring your own arrays
+
+
+def test_from_arrays_shapes_and_dtypes():
+    labels = np.array([0, 2, 1])
+    nhwc = np.zeros((3, 4, 5, 2), np.uint8)
+    out = data.from_arrays(nhwc, labels, num_classes=3)
+    assert out["image"].shape == (3, 4, 5, 2) and out["image"].dtype == np.uint8
+    assert out["label"].dtype == np.int32 and out["label"].tolist() == [0, 2, 1]
+    gray = data.from_arrays(np.zeros((3, 4, 5), np.float64), labels)["image"]
+    assert gray.shape == (3, 4, 5, 1) and gray.dtype == np.float32
+    signals = np.arange(12, dtype=np.int64).reshape(3, 4)
+    vec = data.from_arrays(signals, labels)["image"]
+    assert vec.shape == (3, 4, 1, 1) and vec.dtype == np.float32
+    np.testing.assert_array_equal(vec[:, :, 0, 0], signals)
+    whole = data.from_arrays(nhwc, np.array([0.0, 2.0, 1.0]))["label"]
+    assert whole.dtype == np.int32 and whole.tolist() == [0, 2, 1]
+
+
+def test_from_arrays_matches_load_dataset_form(mnist1d_dir):
+    train = data.load_dataset("mnist1d", "train[:20]", data_dir=mnist1d_dir)
+    signals = train["image"][:, :, 0, 0].astype(np.float64)
+    got = data.from_arrays(signals, train["label"].astype(np.int64))
+    for k in ("image", "label"):
+        assert got[k].shape == train[k].shape and got[k].dtype == train[k].dtype
+        np.testing.assert_array_equal(got[k], train[k])
+
+
+@pytest.mark.parametrize(
+    ("images", "labels", "kwargs", "message"),
+    [
+        (np.zeros((2, 3)), np.zeros((2, 1), int), {}, "labels must be 1-D"),
+        (np.zeros((3, 3)), np.zeros(2, int), {}, "3 images but 2 labels"),
+        (np.zeros((0, 3)), np.zeros(0, int), {}, "images are empty"),
+        (np.zeros((2, 0)), np.zeros(2, int), {}, "images are empty"),
+        (np.zeros((2, 3)), np.array([0.5, 1.0]), {}, "whole numbers"),
+        (np.zeros((2, 3)), np.array([0.0, np.nan]), {}, "whole numbers"),
+        (np.zeros((2, 3)), np.array(["a", "b"]), {}, "integer class indices"),
+        (np.zeros((2, 3)), np.array([True, False]), {}, "integer class indices"),
+        (np.zeros((2, 3)), np.array([0, -1]), {}, "labels must be >= 0"),
+        (np.zeros((2, 3)), np.array([0, 3]), {"num_classes": 3}, "< num_classes=3"),
+        (np.zeros((2, 3)), np.array([0, 1]), {"num_classes": 0}, "positive int"),
+        (np.array([[0.0, np.nan]]), np.array([0]), {}, "NaN or infinite"),
+        (np.array([[0.0, 1e39]]), np.array([0]), {}, "NaN or infinite"),
+        (np.zeros(3), np.zeros(3, int), {}, "images must be"),
+        (np.zeros((1, 2, 2, 2, 1)), np.zeros(1, int), {}, "images must be"),
+        (np.zeros((1, 2), complex), np.zeros(1, int), {}, "real numbers"),
+    ],
+)
+def test_from_arrays_clear_errors(images, labels, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        data.from_arrays(images, labels, **kwargs)
+
+
+def test_fit_preprocess_hand_case():
+    # Channel 0: pixels 0 and 255 -> mean 0.5, std 0.5; channel 1: constant 51.
+    images = np.array([[[[0, 51]]], [[[255, 51]]]], np.uint8)
+    config = data.fit_preprocess({"image": images, "label": np.zeros(2, np.int32)})
+    np.testing.assert_allclose(config.mean, (0.5, 0.2), rtol=1e-12)
+    assert config.std == (0.5, 1.0)  # zero std replaced by 1
+    assert config.scale == 255.0 and config.augment is False
+    floats = np.array([1.0, 3.0, 3.0, 5.0], np.float32).reshape(4, 1, 1, 1)
+    config = data.fit_preprocess({"image": floats}, augment=True)
+    # mean 3, population variance (4 + 0 + 0 + 4) / 4 = 2.
+    np.testing.assert_allclose(config.mean, (3.0,), rtol=1e-12)
+    np.testing.assert_allclose(config.std, (np.sqrt(2.0),), rtol=1e-12)
+    assert config.scale == 1.0 and config.augment is True
+
+
+def test_fit_preprocess_chunks_match_numpy_float64(monkeypatch):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (7, 3, 2, 3), dtype=np.uint8)
+    whole = data.fit_preprocess({"image": images})
+    monkeypatch.setattr(data, "_FIT_CHUNK_ELEMENTS", 2 * 3 * 2 * 3)  # 2 rows/chunk
+    chunked = data.fit_preprocess({"image": images})
+    flat = images.reshape(-1, 3).astype(np.float64) / 255.0
+    np.testing.assert_allclose(whole.mean, flat.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(whole.std, flat.std(0), rtol=1e-12)
+    np.testing.assert_allclose(chunked.mean, whole.mean, rtol=1e-12)
+    np.testing.assert_allclose(chunked.std, whole.std, rtol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["uint8", "float"])
+def test_fit_preprocess_standardises_training_data(kind):
+    rng = np.random.default_rng(1)
+    if kind == "uint8":
+        low = np.array([0, 100, 200])
+        raw = rng.integers(low, low + 50, (64, 5, 5, 3)).astype(np.uint8)
+    else:
+        raw = rng.normal((-2.0, 0.0, 30.0), (0.1, 1.0, 5.0), (64, 5, 5, 3))
+    train = data.from_arrays(raw, np.zeros(64, int))
+    config = data.fit_preprocess(train)
+    x = np.asarray(
+        data.preprocess(None, jnp.asarray(train["image"]), config, train=False)
+    )
+    np.testing.assert_allclose(x.mean(axis=(0, 1, 2)), 0.0, atol=1e-5)
+    np.testing.assert_allclose(x.std(axis=(0, 1, 2)), 1.0, rtol=1e-5)
+
+
+def test_fit_preprocess_constant_float_channel_gets_std_one():
+    images = np.full((5, 2, 2, 1), 0.1, np.float32)
+    config = data.fit_preprocess({"image": images})
+    assert config.std == (1.0,)
+    np.testing.assert_allclose(config.mean, (0.1,), rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("train_data", "message"),
+    [
+        ({"label": np.zeros(2, np.int32)}, "no 'image' entry"),
+        ({"image": np.zeros((2, 3), np.float32)}, r"\[N, H, W, C\]"),
+        ({"image": np.zeros((0, 2, 2, 1), np.float32)}, "non-empty"),
+        ({"image": np.zeros((2, 2, 2, 1), np.int64)}, "from_arrays"),
+        ({"image": np.full((2, 1, 1, 1), np.nan, np.float32)}, "non-finite"),
+    ],
+)
+def test_fit_preprocess_clear_errors(train_data, message):
+    with pytest.raises(ValueError, match=message):
+        data.fit_preprocess(train_data)

@@ -6,13 +6,14 @@ import os
 import shutil
 
 import chex
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import TinyMLP, assert_trees_all_equal
 
-from autosparse_jax import checkpoint, data, irp, masks, train
+from autosparse_jax import checkpoint, criteria, data, irp, masks, train
 
 PREPROCESS = data.PreprocessConfig(mean=(0.5,), std=(0.25,))
 
@@ -68,7 +69,7 @@ def test_schedules_end_at_final_sparsity():
     np.testing.assert_allclose(
         [irp.round_sparsity(lin, r) for r in range(4)], [0.2, 0.4, 0.6, 0.8]
     )
-    # METHOD.md's per-round keep fraction of the remaining weights, linear.
+    # The paper's per-round keep fraction of the remaining weights, linear.
     d, e = 0.2, 4
     remaining = 1.0
     for i in range(e):
@@ -290,3 +291,91 @@ def test_resume_with_late_rewinding_is_exact(tmp_path):
     assert_trees_all_equal(resumed.rewind_params, full.rewind_params)
     assert_trees_all_equal(list(resumed.masks), list(full.masks))
     assert_trees_all_equal(resumed.final_state.params, full.final_state.params)
+
+
+class _NoTrainArg(nn.Module):
+    """A user classifier whose ``__call__`` takes no ``train`` argument."""
+
+    @nn.compact
+    def __call__(self, x):
+        x = nn.relu(nn.Dense(16)(x.reshape(x.shape[0], -1)))
+        return nn.Dense(3, name="head")(x)
+
+
+SNIP_TWO_ROUNDS = dataclasses.replace(
+    CONFIG, criterion="snip", num_rounds=2, epochs_per_round=1
+)
+
+
+@pytest.mark.parametrize("model", [TinyMLP(hidden=16), _NoTrainArg()])
+def test_snip_on_float_images_without_preprocess(model):
+    rng = np.random.default_rng(0)
+    dataset = train.to_device(
+        {
+            "image": rng.normal(size=(64, 4, 4, 1)).astype(np.float32),
+            "label": rng.integers(0, 3, (64,)).astype(np.int32),
+        }
+    )
+    params = model.init(jax.random.key(0), jnp.zeros((1, 4, 4, 1)))["params"]
+    result = irp.irp(
+        jax.random.key(1),
+        params,
+        dataset,
+        model=model,
+        optimizer=train.sgd(0.1, momentum=0.9),
+        config=SNIP_TWO_ROUNDS,
+        eval_data=dataset,
+        progress=False,
+    )  # The documented default preprocess=None.
+    assert len(result.masks) == 3
+    for r, (before, after) in enumerate(
+        zip(result.masks[:-1], result.masks[1:], strict=True)
+    ):
+        kept = [np.asarray(m) for m in jax.tree.leaves(after)]
+        for b, a in zip(jax.tree.leaves(before), kept, strict=True):
+            assert not np.any(a & ~np.asarray(b))  # masks only shrink
+        assert sum(a.sum() for a in kept) < sum(
+            np.asarray(b).sum() for b in jax.tree.leaves(before)
+        )
+        expected = float(irp.round_sparsity(SNIP_TWO_ROUNDS, r))
+        assert abs(float(masks.sparsity(after)) - expected) < 1e-2
+    assert all(np.isfinite(row["test_loss"]) for row in result.history)
+
+
+def test_snip_on_uint8_without_preprocess_is_trainings_error():
+    model, params, dataset = _setup()
+    with pytest.raises(ValueError, match="preprocess=data.preprocess_config"):
+        irp.irp(
+            jax.random.key(1),
+            params,
+            dataset,
+            model=model,
+            optimizer=train.sgd(0.1),
+            config=SNIP_TWO_ROUNDS,
+            progress=False,
+        )
+
+
+def test_snip_scores_with_preprocess_equal_the_hand_computed_scores():
+    # What _scores computed before it shared train.prepare_images: sample,
+    # data.preprocess, then criteria.snip through model.apply(train=False).
+    model, params, dataset = _setup()
+    config = dataclasses.replace(SNIP_TWO_ROUNDS, num_score_batches=2)
+    mask = masks.dense_mask(params)
+    carry = irp._Carry(params, {}, mask, None)
+    key = jax.random.key(3)
+    got = irp._scores(config, model, key, carry, dataset, PREPROCESS)
+    idx = jax.random.choice(key, 64, (32,), replace=False)
+    images = data.preprocess(None, dataset["image"][idx], PREPROCESS, train=False)
+    batch = {
+        "image": images.reshape(2, 16, 4, 4, 1),
+        "label": dataset["label"][idx].reshape(2, 16),
+    }
+
+    def apply_fn(p, x):
+        return model.apply({"params": p}, x, train=False)
+
+    expected = criteria.compute_scores(
+        key, criteria.snip, params, batch, apply_fn=apply_fn, mask=mask
+    )
+    assert_trees_all_equal(got, expected)

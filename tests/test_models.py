@@ -1,6 +1,7 @@
 """Tests for autosparse_jax.models: architectures, param counts, apply helpers."""
 
 import chex
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -268,3 +269,53 @@ def test_vgg_accepts_fast_conv_grad():
         lambda k: models.init_params(k, model, (32, 32, 3)), jax.random.key(0)
     )
     assert models.count_params(shapes[0]) == 9_231_114
+
+
+class _NoTrainArg(nn.Module):
+    """A user classifier whose ``__call__`` takes no ``train`` argument."""
+
+    @nn.compact
+    def __call__(self, x):
+        x = nn.relu(nn.Dense(5)(x.reshape(x.shape[0], -1)))
+        return nn.Dense(3, name="head")(x)
+
+
+class _TrainScales(nn.Module):
+    """Logits double in train mode, to see whether ``train`` arrived."""
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        logits = nn.Dense(3, name="head")(x.reshape(x.shape[0], -1))
+        return logits * (2.0 if train else 1.0)
+
+
+def test_model_without_train_argument_works_with_make_apply_fn(key):
+    model = _NoTrainArg()
+    params, state = models.init_params(key, model, (4, 4, 1))
+    assert state == {}
+    x = _images(key, 2, (4, 4, 1))
+    expected = model.apply({"params": params}, x)
+    for train in (False, True):
+        apply_fn = models.make_apply_fn(model, state, train=train)
+        np.testing.assert_array_equal(apply_fn(params, x), expected)
+        np.testing.assert_array_equal(jax.jit(apply_fn)(params, x), expected)
+    grads = jax.grad(lambda p: models.make_apply_fn(model)(p, x).sum())(params)
+    assert jax.tree.structure(grads) == jax.tree.structure(params)
+
+
+def test_apply_model_passes_train_only_when_accepted(key):
+    x = _images(key, 2, (4, 4, 1))
+    scales = _TrainScales()
+    variables = scales.init(key, x)
+    infer = models.apply_model(scales, variables, x, train=False)
+    np.testing.assert_array_equal(
+        models.apply_model(scales, variables, x, train=True), 2.0 * infer
+    )
+    np.testing.assert_array_equal(infer, scales.apply(variables, x, train=False))
+    sequential = nn.Sequential([lambda x: x.reshape(x.shape[0], -1), nn.Dense(3)])
+    variables = sequential.init(key, x)
+    logits, updates = models.apply_model(
+        sequential, variables, x, train=True, mutable=["batch_stats"]
+    )
+    np.testing.assert_array_equal(logits, sequential.apply(variables, x))
+    assert dict(updates) == {}

@@ -366,3 +366,53 @@ def test_data_parallel_on_four_cpu_devices_matches_one_device():
     )
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip() == "OK 4"
+
+
+class NoTrainMLP(nn.Module):
+    """A user classifier whose ``__call__`` takes no ``train`` argument."""
+
+    @nn.compact
+    def __call__(self, x):
+        x = nn.relu(nn.Dense(8)(x.reshape(x.shape[0], -1)))
+        return nn.Dense(3, name="head")(x)
+
+
+def _float_dataset(num, seed=0):
+    rng = np.random.default_rng(seed)
+    return {
+        "image": rng.normal(size=(num, 4, 4, 1)).astype(np.float32),
+        "label": rng.integers(0, 3, (num,)).astype(np.int32),
+    }
+
+
+def test_model_without_train_argument_trains_and_evaluates(key):
+    model, optimizer = NoTrainMLP(), optax.sgd(0.1)
+    params, model_state = _init(model)
+    mask = _random_mask(key, params)
+    state = train.init_train_state(params, mask, optimizer, model_state)
+    dataset = train.to_device(_float_dataset(16))
+    train_epoch = train.make_train_epoch(model, optimizer, batch_size=4)
+    evaluate = train.make_evaluate(model, batch_size=8)
+    new, metrics = train_epoch(state, dataset, key, 0)
+    assert int(new.step) == 4 and np.isfinite(float(metrics["loss"]))
+    kernel = np.asarray(new.params["Dense_0"]["kernel"])
+    np.testing.assert_array_equal(kernel[~np.asarray(mask["Dense_0"]["kernel"])], 0)
+    assert not np.allclose(kernel, np.asarray(params["Dense_0"]["kernel"]))
+    got = evaluate(new, dataset)
+    logits = model.apply({"params": new.params}, dataset["image"])
+    expected = optax.softmax_cross_entropy_with_integer_labels(logits, dataset["label"])
+    np.testing.assert_allclose(got["loss"], expected.mean(), rtol=1e-5)
+
+
+def test_prepare_images():
+    floats = jnp.arange(4.0, dtype=jnp.float16).reshape(1, 2, 2, 1)
+    got = train.prepare_images(None, floats, None, train=True)
+    assert got.dtype == jnp.float32
+    np.testing.assert_array_equal(got, floats.astype(jnp.float32))
+    pixels = jnp.asarray(_dataset(2)["image"])
+    np.testing.assert_array_equal(
+        train.prepare_images(None, pixels, PREPROCESS, train=False),
+        data.preprocess(None, pixels, PREPROCESS, train=False),
+    )
+    with pytest.raises(ValueError, match="preprocess_config"):
+        train.prepare_images(None, pixels, None, train=False)

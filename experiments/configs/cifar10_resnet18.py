@@ -1,7 +1,7 @@
 """IRP on ResNet-18 / CIFAR-10 with the AutoSparse paper's recipe (the source run).
 
 Reproduces step 1 of the AutoSparse pipeline (Liu, Cheng et al. 2024, arXiv
-2408.14757; METHOD.md): 20 rounds of SNIP-based iterative rewind pruning to
+2408.14757): 20 rounds of SNIP-based iterative rewind pruning to
 99% sparsity (geometric schedule: 20.6% of the remaining weights pruned per
 round), global scope, rewinding to initialisation, each round trained for 160
 epochs with SGD Nesterov momentum 0.9, lr 0.01 x0.2 at epochs 60 and 120,
@@ -9,7 +9,7 @@ weight decay 5e-4, batch 128, random crop + flip (the optimizer and its
 schedule restart every round). The script also trains dense and random masks
 at 98% and 99% for 160 epochs with the same recipe, seed and initial params.
 
-Choices (see METHOD.md):
+Choices:
 - model ``resnet18``: the CIFAR ResNet-18 (3x3 stem, no max pool, 1x1
   projection shortcuts) that the authors train on CIFAR-10; 11.2M params.
 - criterion ``snip``: the paper's main survival labels are said to come from
