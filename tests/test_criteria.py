@@ -6,6 +6,7 @@ Expected values are computed in the test (numpy closed forms, or an explicit
 
 import functools
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,7 +14,7 @@ import pytest
 from conftest import assert_trees_all_close, assert_trees_all_equal
 from jax.flatten_util import ravel_pytree
 
-from autosparse_jax import criteria, losses, masks, models
+from autosparse_jax import allocation, criteria, losses, masks, models
 
 T, F = True, False
 LOWEST = np.finfo(np.float32).min
@@ -426,7 +427,9 @@ def test_prune_at_init_reaches_exact_count(
     assert mask["Dense_0"]["bias"].all() and mask["Dense_1"]["bias"].all()
 
 
-def test_prune_at_init_layerwise_counts(key, tiny_params, tiny_batch, tiny_apply_fn):
+def test_prune_at_init_uniform_allocation_counts(
+    key, tiny_params, tiny_batch, tiny_apply_fn
+):
     mask = criteria.prune_at_init(
         key,
         criteria.snip,
@@ -434,14 +437,44 @@ def test_prune_at_init_layerwise_counts(key, tiny_params, tiny_batch, tiny_apply
         tiny_batch,
         apply_fn=tiny_apply_fn,
         sparsity=0.5,
-        scope="layerwise",
+        allocation=allocation.uniform(),
         num_rounds=2,
     )
     assert int(mask["Dense_0"]["kernel"].sum()) == 6  # round(0.5 * 12)
     assert int(mask["Dense_1"]["kernel"].sum()) == 3  # round(0.5 * 6)
 
 
-@pytest.mark.parametrize("schedule", ["exponential", "linear"])
+def test_prune_at_init_default_keeps_a_layer_the_global_threshold_empties(
+    key, tiny_params, tiny_apply_fn
+):
+    # Dense_1's weights are all below Dense_0's: a plain global top-9 of |w|
+    # takes every weight from Dense_0.
+    params = jax.tree.map(lambda x: x, tiny_params)
+    params["Dense_1"]["kernel"] = 1e-3 * tiny_params["Dense_1"]["kernel"]
+    scores = jax.tree.map(jnp.abs, params)
+    prune = functools.partial(
+        criteria.prune_at_init,
+        key,
+        criteria.magnitude,
+        params,
+        None,
+        apply_fn=tiny_apply_fn,
+        sparsity=0.5,
+    )
+    plain = prune(allocation=allocation.global_topk(min_per_layer=0))
+    assert_trees_all_equal(plain, masks.mask_from_scores(scores, 0.5))  # old "global"
+    assert int(plain["Dense_1"]["kernel"].sum()) == 0
+    default = prune()  # global_topk(): Dense_1 gets its best weight back
+    assert int(default["Dense_0"]["kernel"].sum()) == 8
+    assert int(default["Dense_1"]["kernel"].sum()) == 1
+    best = np.unravel_index(np.argmax(scores["Dense_1"]["kernel"]), (3, 2))
+    assert bool(default["Dense_1"]["kernel"][best])
+    assert not (
+        np.asarray(default["Dense_0"]["kernel"]) & ~plain["Dense_0"]["kernel"]
+    ).any()
+
+
+@pytest.mark.parametrize("schedule", ["geometric", "exponential", "linear"])
 def test_prune_at_init_masks_only_shrink_across_rounds(
     schedule, key, tiny_params, tiny_batch, tiny_apply_fn
 ):
@@ -464,7 +497,7 @@ def test_prune_at_init_masks_only_shrink_across_rounds(
     jax.effects_barrier()
     history = [*seen, final]
     assert len(history) == 4
-    if schedule == "exponential":  # 1 - 0.1 ** (r / 3): 0, 0.536, 0.785, 0.9
+    if schedule != "linear":  # 1 - 0.1 ** (r / 3): 0, 0.536, 0.785, 0.9
         targets = [0.0] + [1 - 0.1 ** ((r + 1) / 3) for r in range(3)]
     else:
         targets = [0.0, 0.3, 0.6, 0.9]
@@ -484,6 +517,7 @@ def test_prune_at_init_round_r_uses_fold_in_key_r(
         tiny_batch,
         apply_fn=tiny_apply_fn,
         sparsity=0.75,
+        allocation=allocation.global_topk(min_per_layer=0),
         num_rounds=2,
         schedule="linear",
     )
@@ -497,23 +531,26 @@ def test_prune_at_init_round_r_uses_fold_in_key_r(
     assert _num_kept(mask) == 4  # round(0.25 * 18) = round(4.5), half to even
 
 
-def test_schedule_sparsity_hand_values():
-    rounds = jnp.arange(2)
-    exp = criteria.schedule_sparsity(0.99, rounds, 2, "exponential")
-    np.testing.assert_allclose(exp, [0.9, 0.99], rtol=1e-6)  # 1 - 0.01 ** 0.5
-    lin = criteria.schedule_sparsity(0.9, jnp.arange(3), 3, "linear")
-    np.testing.assert_allclose(lin, [0.3, 0.6, 0.9], rtol=1e-6)
-    exp3 = criteria.schedule_sparsity(0.875, jnp.arange(3), 3, "exponential")
-    np.testing.assert_allclose(exp3, [0.5, 0.75, 0.875], rtol=1e-6)  # 1 - 0.125**(r/3)
-    for s in (0.0, 0.3, 0.9, 0.99, 0.995):
-        for schedule in ("exponential", "linear"):
-            for num_rounds in (1, 2, 7, 100):
-                last = criteria.schedule_sparsity(
-                    s, num_rounds - 1, num_rounds, schedule
-                )
-                assert float(last) == pytest.approx(s, rel=1e-6, abs=1e-7)
-    with pytest.raises(ValueError, match="schedule must be one of"):
-        criteria.schedule_sparsity(0.5, 0, 2, "cosine")
+def test_prune_at_init_one_round_scores_with_the_key_itself(
+    key, tiny_params, tiny_batch, tiny_apply_fn
+):
+    mask = criteria.prune_at_init(
+        key,
+        criteria.random,
+        tiny_params,
+        tiny_batch,
+        apply_fn=tiny_apply_fn,
+        sparsity=0.5,
+        allocation=allocation.global_topk(min_per_layer=0),
+    )
+
+    def expected(k):
+        scores = criteria.random(k, tiny_params, None, apply_fn=None, mask=None)
+        return masks.mask_from_scores(scores, 0.5)
+
+    assert_trees_all_equal(mask, expected(key))
+    folded = expected(jax.random.fold_in(key, 0))  # the old one-round key
+    assert not np.array_equal(folded["Dense_0"]["kernel"], mask["Dense_0"]["kernel"])
 
 
 @pytest.mark.parametrize(
@@ -524,7 +561,13 @@ def test_schedule_sparsity_hand_values():
         ({"num_rounds": 2.0}, "num_rounds must be a positive int"),
         ({"sparsity": 1.0}, r"sparsity must be in \[0, 1\)"),
         ({"sparsity": -0.1}, r"sparsity must be in \[0, 1\)"),
-        ({"scope": "per_layer"}, "scope must be one of"),
+        ({"sparsity": float("nan")}, r"sparsity must be in \[0, 1\)"),
+        ({"sparsity": "0.9"}, r"sparsity must be a number .*got '0.9' of type str"),
+        ({"sparsity": None}, r"sparsity must be a number .*got None"),
+        ({"sparsity": False}, r"sparsity must be a number .*got False"),
+        ({"sparsity": jnp.array([0.5, 0.9])}, "sparsity must be a scalar"),
+        ({"allocation": "global"}, "allocation must be a callable"),
+        ({"allocation": None}, "allocation must be a callable"),
     ],
 )
 def test_prune_at_init_rejects_bad_arguments(
@@ -545,9 +588,17 @@ def test_prune_at_init_rejects_bad_arguments(
 def test_jitted_prune_at_init_compiles_once_across_sparsities(
     key, tiny_params, tiny_batch, tiny_apply_fn
 ):
-    jitted = jax.jit(
-        criteria.prune_at_init,
-        static_argnames=("criterion", "apply_fn", "scope", "num_rounds", "schedule"),
+    chex.clear_trace_counter()
+    jitted = jax.jit(  # a fresh wrapper: jit caches are shared per function
+        chex.assert_max_traces(criteria.prune_at_init, n=1),
+        static_argnames=(
+            "criterion",
+            "apply_fn",
+            "allocation",
+            "num_rounds",
+            "schedule",
+            "prunable",
+        ),
     )
     call = functools.partial(
         jitted,
@@ -722,3 +773,232 @@ def test_reinitialize_rejects_another_structure(key, tiny_params):
             mask,
             init_fn=lambda k: {"Dense_0": _tiny_init(k)["Dense_0"]},
         )
+
+
+# ---- prune_at_init: no scope, no prunable weights ----------------------------------
+
+
+def test_prune_at_init_has_no_scope_any_more(key, tiny_params, tiny_apply_fn):
+    with pytest.raises(TypeError, match="scope"):
+        criteria.prune_at_init(
+            key,
+            criteria.magnitude,
+            tiny_params,
+            None,
+            apply_fn=tiny_apply_fn,
+            sparsity=0.5,
+            scope="layerwise",
+        )
+
+
+@pytest.mark.parametrize("name", ["magnitude", "snip"])
+def test_prune_at_init_without_prunable_weights_raises(name, key, tiny_batch):
+    biases = {"Dense_0": {"bias": jnp.zeros(3)}, "head": {"bias": jnp.zeros(2)}}
+
+    def apply_fn(params, x):
+        return jnp.zeros((x.shape[0], 2)) + params["head"]["bias"][None, :]
+
+    with pytest.raises(ValueError, match=r"no prunable weights: prunable=.*prunable="):
+        criteria.prune_at_init(
+            key,
+            criteria.CRITERIA[name],
+            biases,
+            tiny_batch,
+            apply_fn=apply_fn,
+            sparsity=0.5,
+        )
+    only_head = {"head": {"kernel": jnp.ones((4, 2)), "bias": jnp.zeros(2)}}
+    with pytest.raises(ValueError, match="no prunable weights"):
+        criteria.prune_at_init(
+            key,
+            criteria.CRITERIA[name],
+            only_head,
+            tiny_batch,
+            apply_fn=lambda p, x: x.reshape(x.shape[0], -1) @ p["head"]["kernel"],
+            sparsity=0.5,
+            prunable=masks.is_prunable_except_output,
+        )
+
+
+# ---- a custom prunable predicate ---------------------------------------------------
+
+EXCEPT_HEAD = masks.is_prunable_except_output
+
+
+def _head_params(tiny_params):
+    """tiny_params with the output layer named ``head``."""
+    return {"Dense_0": tiny_params["Dense_0"], "head": tiny_params["Dense_1"]}
+
+
+def _head_apply(params, x):
+    x = x.reshape(x.shape[0], -1)
+    h = x @ params["Dense_0"]["kernel"] + params["Dense_0"]["bias"][None, :]
+    h = jax.nn.relu(h)
+    return h @ params["head"]["kernel"] + params["head"]["bias"][None, :]
+
+
+def _hg_reference(params, batch, temperature, prunable):
+    """``H g`` with an explicit Hessian, ``g`` zero outside the ``prunable`` leaves."""
+    flat, unravel = ravel_pytree(params)
+    flags = jax.tree_util.tree_map_with_path(
+        lambda path, x: jnp.full(x.shape, float(prunable(path, x))), params
+    )
+    on = ravel_pytree(flags)[0]
+
+    def loss(theta):
+        logits = _head_apply(unravel(theta), batch["image"]) / temperature
+        return losses.cross_entropy(logits, batch["label"])
+
+    hessian = jax.jit(jax.hessian(loss))(flat)
+    assert hessian.shape == (flat.size, flat.size)
+    return unravel(hessian @ (jax.grad(loss)(flat) * on))
+
+
+@pytest.mark.parametrize("temperature", [1.0, criteria.GRASP_TEMPERATURE])
+def test_hessian_gradient_product_takes_g_from_the_prunable_leaves(
+    temperature, tiny_params, tiny_batch
+):
+    params = _head_params(tiny_params)
+    hgp = jax.jit(
+        criteria.hessian_gradient_product,
+        static_argnames=("apply_fn", "temperature", "prunable"),
+    )
+    call = functools.partial(
+        hgp,
+        params,
+        masks.dense_mask(params),
+        tiny_batch,
+        apply_fn=_head_apply,
+        temperature=temperature,
+    )
+    got = call(prunable=EXCEPT_HEAD)
+    expected = _hg_reference(params, tiny_batch, temperature, EXCEPT_HEAD)
+    scale = max(float(jnp.abs(x).max()) for x in jax.tree.leaves(expected))
+    assert_trees_all_close(got, expected, rtol=1e-4, atol=1e-5 * scale)
+    default = call()
+    expected_default = _hg_reference(params, tiny_batch, temperature, masks.is_prunable)
+    assert_trees_all_close(default, expected_default, rtol=1e-4, atol=1e-5 * scale)
+    # The head's g changes H g everywhere, Dense_0 included.
+    diff = np.abs(np.asarray(got["Dense_0"]["kernel"] - default["Dense_0"]["kernel"]))
+    assert diff.max() > 1e-2 * scale
+
+
+def test_prune_at_init_grasp_honours_the_predicate(key, tiny_params, tiny_batch):
+    params = _head_params(tiny_params)
+    mask = criteria.prune_at_init(
+        key,
+        criteria.grasp,
+        params,
+        tiny_batch,
+        apply_fn=_head_apply,
+        sparsity=0.5,
+        prunable=EXCEPT_HEAD,
+    )
+    assert mask["head"]["kernel"].all() and mask["head"]["bias"].all()
+    kept = np.ravel(mask["Dense_0"]["kernel"])
+    assert kept.sum() == 6  # round(0.5 * 12): the head is not counted
+
+    def top6(prunable):  # GraSP keep-score w * Hg, ranked inside Dense_0
+        hg = _hg_reference(params, tiny_batch, criteria.GRASP_TEMPERATURE, prunable)
+        score = np.ravel(params["Dense_0"]["kernel"] * hg["Dense_0"]["kernel"])
+        out = np.zeros(12, bool)
+        out[np.argsort(-score, kind="stable")[:6]] = True
+        return out
+
+    np.testing.assert_array_equal(kept, top6(EXCEPT_HEAD))
+    assert not np.array_equal(kept, top6(masks.is_prunable))  # g on the head too
+
+
+def test_synflow_rescales_only_the_prunable_leaves(tiny_params, tiny_batch):
+    # Biases are zero, so R is linear in each kernel: rescaling the head by
+    # c_head multiplies every score by c_head (a power of two), no more.
+    params = _head_params(tiny_params)
+    dense = masks.dense_mask(params)
+    fn = _jit(criteria.synflow)
+    default = fn(None, params, tiny_batch, apply_fn=_head_apply, mask=dense)
+    custom = jax.jit(criteria.synflow, static_argnames=("apply_fn", "prunable"))(
+        None, params, tiny_batch, apply_fn=_head_apply, mask=dense, prunable=EXCEPT_HEAD
+    )
+    head = np.abs(np.asarray(params["head"]["kernel"], np.float64))
+    c_head = 2.0 ** np.round(np.log2(head.shape[-1] / head.sum()))
+    assert c_head != 1.0
+    assert_trees_all_close(
+        default, jax.tree.map(lambda s: s * c_head, custom), rtol=1e-5
+    )
+
+
+@pytest.mark.parametrize("num_rounds", [1, 3])
+def test_prune_at_init_synflow_honours_the_predicate(
+    num_rounds, key, tiny_params, tiny_batch
+):
+    params = _head_params(tiny_params)
+    prune = functools.partial(
+        criteria.prune_at_init,
+        key,
+        criteria.synflow,
+        params,
+        tiny_batch,
+        apply_fn=_head_apply,
+        sparsity=0.75,
+        num_rounds=num_rounds,
+    )
+    mask = prune(prunable=EXCEPT_HEAD)
+    assert mask["head"]["kernel"].all() and mask["head"]["bias"].all()
+    assert int(mask["Dense_0"]["kernel"].sum()) == 3  # round(0.25 * 12)
+    assert float(masks.sparsity(mask, prunable=EXCEPT_HEAD)) == 0.75
+    default = prune()
+    assert not default["head"]["kernel"].all()
+    assert _num_kept(default) == _expected_keep(0.75, 18)
+
+
+def test_compute_scores_passes_the_predicate_to_criteria_that_take_it(
+    key, tiny_params, tiny_batch
+):
+    params = _head_params(tiny_params)
+    got = []
+
+    def with_prunable(key, params, batch, *, apply_fn, mask, prunable):
+        got.append(prunable)
+        return criteria.magnitude(key, params, batch, apply_fn=apply_fn, mask=mask)
+
+    def without(key, params, batch, *, apply_fn, mask):
+        return criteria.magnitude(key, params, batch, apply_fn=apply_fn, mask=mask)
+
+    for criterion in (with_prunable, without):
+        scores = criteria.compute_scores(
+            key,
+            criterion,
+            params,
+            tiny_batch,
+            apply_fn=_head_apply,
+            prunable=EXCEPT_HEAD,
+        )
+        assert_trees_all_equal(scores, jax.tree.map(jnp.abs, params))
+    assert got == [EXCEPT_HEAD]
+    criteria.compute_scores(key, with_prunable, params, None, apply_fn=_head_apply)
+    assert got == [EXCEPT_HEAD, masks.is_prunable]  # the default predicate
+
+
+def test_compute_scores_rejects_scores_of_another_structure(
+    key, tiny_params, tiny_batch, tiny_apply_fn
+):
+    def partial_scores(key, params, batch, *, apply_fn, mask):
+        return {"Dense_0": jax.tree.map(jnp.abs, params["Dense_0"])}
+
+    with pytest.raises(ValueError, match=r"returned scores with tree structure.*one"):
+        criteria.compute_scores(
+            key, partial_scores, tiny_params, tiny_batch, apply_fn=tiny_apply_fn
+        )
+
+
+def test_shuffle_within_layers_honours_the_predicate(key):
+    mask = {
+        "Dense_0": {"kernel": jnp.arange(400).reshape(20, 20) < 200},
+        "head": {"kernel": jnp.arange(400).reshape(20, 20) < 200},
+    }
+    shuffled = criteria.shuffle_within_layers(key, mask, prunable=EXCEPT_HEAD)
+    np.testing.assert_array_equal(shuffled["head"]["kernel"], mask["head"]["kernel"])
+    assert not np.array_equal(shuffled["Dense_0"]["kernel"], mask["Dense_0"]["kernel"])
+    assert int(shuffled["Dense_0"]["kernel"].sum()) == 200
+    default = criteria.shuffle_within_layers(key, mask)
+    assert not np.array_equal(default["head"]["kernel"], mask["head"]["kernel"])

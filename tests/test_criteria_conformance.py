@@ -4,6 +4,8 @@ The optax ``_common_test.py`` pattern: one parametrised test per property, run
 over every registered criterion on the tiny conftest fixtures.
 """
 
+import inspect
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -137,3 +139,52 @@ def test_prune_at_init_with_default_rounds_hits_exact_count(
     assert float(masks.sparsity(mask)) == pytest.approx(1 - keep / N_PRUNABLE)
     assert jax.tree.structure(mask) == jax.tree.structure(tiny_params)
     assert mask["Dense_0"]["bias"].all() and mask["Dense_1"]["bias"].all()
+
+
+def _head_apply(params, x):
+    x = x.reshape(x.shape[0], -1)
+    h = x @ params["Dense_0"]["kernel"] + params["Dense_0"]["bias"][None, :]
+    h = jax.nn.relu(h)
+    return h @ params["head"]["kernel"] + params["head"]["bias"][None, :]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_prune_at_init_honours_a_custom_predicate(name, key, tiny_params, tiny_batch):
+    params = {"Dense_0": tiny_params["Dense_0"], "head": tiny_params["Dense_1"]}
+    prunable = masks.is_prunable_except_output
+    mask = criteria.prune_at_init(
+        key,
+        criteria.CRITERIA[name],
+        params,
+        tiny_batch,
+        apply_fn=_head_apply,
+        sparsity=0.5,
+        prunable=prunable,
+    )
+    assert jax.tree.structure(mask) == jax.tree.structure(params)
+    assert mask["head"]["kernel"].all() and mask["head"]["bias"].all()
+    assert int(mask["Dense_0"]["kernel"].sum()) == 6  # round(0.5 * 12), head excluded
+    scores = criteria.compute_scores(
+        key,
+        criteria.CRITERIA[name],
+        params,
+        tiny_batch,
+        apply_fn=_head_apply,
+        mask=mask,
+        prunable=prunable,
+    )
+    assert all(bool(jnp.isfinite(s).all()) for s in jax.tree.leaves(scores))
+    kept = np.asarray(scores["Dense_0"]["kernel"])[
+        np.asarray(mask["Dense_0"]["kernel"])
+    ]
+    assert kept.min() > LOWEST
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_prunable_keyword_defaults_to_is_prunable(name):
+    parameter = inspect.signature(criteria.CRITERIA[name]).parameters.get("prunable")
+    if name in ("grasp", "synflow"):  # their scores depend on which leaves are pruned
+        assert parameter is not None
+    if parameter is not None:
+        assert parameter.kind is inspect.Parameter.KEYWORD_ONLY
+        assert parameter.default is masks.is_prunable

@@ -1,4 +1,4 @@
-"""Tests for autosparse_jax.features: per-weight features, contexts, flat views.
+"""Tests for autosparse_jax.features: per-weight features, flat views.
 
 Expected values are computed in the test (``jax.grad`` of the cross-entropy on
 each batch, numpy logs and root mean squares), or, for GraSP's ``Hg`` and the
@@ -10,17 +10,22 @@ seconds on CPU.
 import dataclasses
 import re
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import assert_trees_all_close, assert_trees_all_equal
 
-from autosparse_jax import criteria, features, losses, masks
+from autosparse_jax import criteria, features, layers, losses, masks
 
 STATIC = ("apply_fn", "feature_set", "gradient", "normalization", "prunable")
 compute = jax.jit(features.compute_features, static_argnames=STATIC)
+hessian_gradient_product = jax.jit(
+    criteria.hessian_gradient_product, static_argnames=("apply_fn", "prunable")
+)
+synflow_scores = jax.jit(
+    criteria.synflow_scores, static_argnames=("apply_fn", "input_shape", "prunable")
+)
 EXT = {name: i for i, name in enumerate(features.FEATURE_NAMES["extended"])}
 INPUT_SHAPE = (2, 2, 1)  # tiny_batch images
 KERNELS = (("Dense_0", "kernel"), ("Dense_1", "kernel"))
@@ -53,12 +58,12 @@ def _only_dense_0(path, leaf):
 
 @pytest.mark.parametrize("feature_set", ["paper", "extended"])
 def test_features_have_params_structure_and_zero_non_prunable_leaves(
-    feature_set, key, tiny_params, tiny_batch, tiny_apply_fn
+    feature_set, tiny_params, tiny_batch, tiny_apply_fn
 ):
     width = features.num_features(feature_set)
     assert width == {"paper": 2, "extended": 8}[feature_set]
     feats = compute(
-        key, tiny_params, tiny_batch, apply_fn=tiny_apply_fn, feature_set=feature_set
+        tiny_params, tiny_batch, apply_fn=tiny_apply_fn, feature_set=feature_set
     )
     assert jax.tree.structure(feats) == jax.tree.structure(tiny_params)
     for f, p in zip(jax.tree.leaves(feats), jax.tree.leaves(tiny_params), strict=True):
@@ -75,7 +80,7 @@ def test_features_have_params_structure_and_zero_non_prunable_leaves(
 
 @pytest.mark.parametrize("gradient, factor", [("mean", 1.0), ("sum", 2.0)])
 def test_paper_features_are_weight_and_hand_computed_gradient(
-    gradient, factor, key, tiny_params, tiny_batch, tiny_apply_fn
+    gradient, factor, tiny_params, tiny_batch, tiny_apply_fn
 ):
     batches = _two_batches(tiny_batch)
 
@@ -85,9 +90,7 @@ def test_paper_features_are_weight_and_hand_computed_gradient(
 
     per_batch = [jax.grad(loss)(tiny_params, k) for k in range(2)]
     mean_grad = jax.tree.map(lambda a, b: (a + b) / 2, *per_batch)
-    feats = compute(
-        key, tiny_params, batches, apply_fn=tiny_apply_fn, gradient=gradient
-    )
+    feats = compute(tiny_params, batches, apply_fn=tiny_apply_fn, gradient=gradient)
     for path in KERNELS:
         f = _get(feats, path)
         np.testing.assert_array_equal(f[..., 0], _get(tiny_params, path))
@@ -98,11 +101,11 @@ def test_paper_features_are_weight_and_hand_computed_gradient(
 
 
 def test_one_batch_equals_the_same_batch_stacked_once(
-    key, tiny_params, tiny_batch, tiny_apply_fn
+    tiny_params, tiny_batch, tiny_apply_fn
 ):
-    one = compute(key, tiny_params, tiny_batch, apply_fn=tiny_apply_fn)
+    one = compute(tiny_params, tiny_batch, apply_fn=tiny_apply_fn)
     stacked = jax.tree.map(lambda x: x[None], tiny_batch)
-    summed = compute(key, tiny_params, stacked, apply_fn=tiny_apply_fn, gradient="sum")
+    summed = compute(tiny_params, stacked, apply_fn=tiny_apply_fn, gradient="sum")
     assert_trees_all_close(one, summed)
 
 
@@ -110,18 +113,16 @@ def test_one_batch_equals_the_same_batch_stacked_once(
 
 
 def test_extended_features_match_their_definitions(
-    key, tiny_params, tiny_batch, tiny_apply_fn
+    tiny_params, tiny_batch, tiny_apply_fn
 ):
     batches = _two_batches(tiny_batch)
     feats = compute(
-        key, tiny_params, batches, apply_fn=tiny_apply_fn, feature_set="extended"
+        tiny_params, batches, apply_fn=tiny_apply_fn, feature_set="extended"
     )
-    paper = compute(key, tiny_params, batches, apply_fn=tiny_apply_fn)
+    paper = compute(tiny_params, batches, apply_fn=tiny_apply_fn)
     dense = masks.dense_mask(tiny_params)
-    hg = criteria.hessian_gradient_product(
-        tiny_params, dense, batches, apply_fn=tiny_apply_fn
-    )
-    syn = criteria.synflow_scores(
+    hg = hessian_gradient_product(tiny_params, dense, batches, apply_fn=tiny_apply_fn)
+    syn = synflow_scores(
         tiny_params, dense, apply_fn=tiny_apply_fn, input_shape=INPUT_SHAPE
     )
     fans = {"Dense_0": (4, 3), "Dense_1": (3, 2)}
@@ -150,11 +151,11 @@ def test_extended_features_match_their_definitions(
 
 
 def test_layer_normalization_gives_unit_rms_per_leaf(
-    key, tiny_params, tiny_batch, tiny_apply_fn
+    tiny_params, tiny_batch, tiny_apply_fn
 ):
-    raw = compute(key, tiny_params, tiny_batch, apply_fn=tiny_apply_fn)
+    raw = compute(tiny_params, tiny_batch, apply_fn=tiny_apply_fn)
     feats = compute(
-        key, tiny_params, tiny_batch, apply_fn=tiny_apply_fn, normalization="layer"
+        tiny_params, tiny_batch, apply_fn=tiny_apply_fn, normalization="layer"
     )
     for path in KERNELS:
         f, r = _get(feats, path), _get(raw, path)
@@ -167,11 +168,11 @@ def test_layer_normalization_gives_unit_rms_per_leaf(
 
 
 def test_network_normalization_keeps_the_ratio_between_layers(
-    key, tiny_params, tiny_batch, tiny_apply_fn
+    tiny_params, tiny_batch, tiny_apply_fn
 ):
-    raw = compute(key, tiny_params, tiny_batch, apply_fn=tiny_apply_fn)
+    raw = compute(tiny_params, tiny_batch, apply_fn=tiny_apply_fn)
     feats = compute(
-        key, tiny_params, tiny_batch, apply_fn=tiny_apply_fn, normalization="network"
+        tiny_params, tiny_batch, apply_fn=tiny_apply_fn, normalization="network"
     )
     for col in (0, 1):
         both = np.concatenate([np.ravel(_get(feats, p)[..., col]) for p in KERNELS])
@@ -190,14 +191,14 @@ def test_network_normalization_keeps_the_ratio_between_layers(
 
 @pytest.mark.parametrize("normalization", ["layer", "network"])
 def test_normalized_weight_is_scale_free(
-    normalization, key, tiny_params, tiny_batch, tiny_apply_fn
+    normalization, tiny_params, tiny_batch, tiny_apply_fn
 ):
     tripled = jax.tree_util.tree_map_with_path(
         lambda path, p: 3.0 * p if masks.is_prunable(path, p) else p, tiny_params
     )
     kwargs = dict(apply_fn=tiny_apply_fn, normalization=normalization)
-    base = compute(key, tiny_params, tiny_batch, **kwargs)
-    scaled = compute(key, tripled, tiny_batch, **kwargs)
+    base = compute(tiny_params, tiny_batch, **kwargs)
+    scaled = compute(tripled, tiny_batch, **kwargs)
     for path in KERNELS:
         np.testing.assert_allclose(
             _get(scaled, path)[..., 0], _get(base, path)[..., 0], rtol=1e-6
@@ -205,10 +206,9 @@ def test_normalized_weight_is_scale_free(
 
 
 def test_normalization_applies_to_the_inputs_of_every_feature(
-    key, tiny_params, tiny_batch, tiny_apply_fn
+    tiny_params, tiny_batch, tiny_apply_fn
 ):
     feats = compute(
-        key,
         tiny_params,
         tiny_batch,
         apply_fn=tiny_apply_fn,
@@ -227,10 +227,9 @@ def test_normalization_applies_to_the_inputs_of_every_feature(
 
 
 def test_prunable_predicate_limits_features_and_normalization(
-    key, tiny_params, tiny_batch, tiny_apply_fn
+    tiny_params, tiny_batch, tiny_apply_fn
 ):
     feats = compute(
-        key,
         tiny_params,
         tiny_batch,
         apply_fn=tiny_apply_fn,
@@ -246,103 +245,56 @@ def test_prunable_predicate_limits_features_and_normalization(
     )
 
 
-# ----------------------------------------------------------- layer contexts
-
-
-class DeepMLP(nn.Module):
-    """Twelve Dense layers with default names ``Dense_0`` ... ``Dense_11``."""
-
-    @nn.compact
-    def __call__(self, x):
-        x = x.reshape(x.shape[0], -1)
-        for _ in range(12):
-            x = nn.relu(nn.Dense(2)(x))
-        return x
-
-
-class NamedAgainstUse(nn.Module):
-    """``a_last`` sorts first in the tree but is applied after ``z_first``."""
-
-    def setup(self):
-        self.a_last = nn.Dense(2)
-        self.z_first = nn.Dense(3)
-
-    def __call__(self, x):
-        return self.a_last(nn.relu(self.z_first(x.reshape(x.shape[0], -1))))
-
-
-def _flax(model, key):
-    params = model.init(key, jnp.zeros((1, *INPUT_SHAPE)))["params"]
-    return params, lambda p, x: model.apply({"params": p}, x)
-
-
-def _contexts_by_name(params, apply_fn, input_shape=INPUT_SHAPE):
-    ctxs = features.layer_contexts(params, apply_fn=apply_fn, input_shape=input_shape)
-    items = jax.tree_util.tree_flatten_with_path(params)[0]
-    return {
-        jax.tree_util.keystr(path): c
-        for (path, _), c in zip(items, ctxs, strict=True)
-        if c is not None
-    }
-
-
-def test_depth_follows_the_forward_pass_not_tree_order(key):
-    params, apply_fn = _flax(DeepMLP(), key)
-    by_name = _contexts_by_name(params, apply_fn)
-    tree_order = list(by_name)
-    assert tree_order.index("['Dense_10']['kernel']") < tree_order.index(
-        "['Dense_2']['kernel']"
+def test_prunable_predicate_reaches_grasp_and_synflow(
+    tiny_params, tiny_batch, tiny_apply_fn
+):
+    """``Hg``'s ``g`` and SynFlow's rescaling cover only the prunable leaves."""
+    feats = compute(
+        tiny_params,
+        tiny_batch,
+        apply_fn=tiny_apply_fn,
+        feature_set="extended",
+        prunable=_only_dense_0,
     )
-    assert len(by_name) == 12
-    for i in range(12):
-        ctx = by_name[f"['Dense_{i}']['kernel']"]
-        assert ctx.layer_index == i
-        assert ctx.num_layers == 12
-    assert by_name["['Dense_0']['kernel']"][2:] == (4, 2, 8)  # fan_in, fan_out, size
-
-
-@pytest.mark.parametrize("wrap", [lambda f: f, jax.jit], ids=["plain", "jitted"])
-def test_depth_follows_use_not_name(wrap, key):
-    params, apply_fn = _flax(NamedAgainstUse(), key)
-    by_name = _contexts_by_name(params, wrap(apply_fn))
-    assert list(by_name) == ["['a_last']['kernel']", "['z_first']['kernel']"]
-    assert by_name["['z_first']['kernel']"] == (0, 2, 4, 3, 12)
-    assert by_name["['a_last']['kernel']"] == (1, 2, 3, 2, 6)
-
-
-def test_conv_kernel_fans_and_unused_leaf_goes_last():
-    params = {
-        "a_unused": {"kernel": jnp.zeros((4, 3))},
-        "conv": {"kernel": jnp.zeros((3, 3, 4, 8)), "bias": jnp.zeros((8,))},
+    dense = masks.dense_mask(tiny_params)
+    w = np.asarray(tiny_params["Dense_0"]["kernel"])
+    f = np.asarray(feats["Dense_0"]["kernel"])
+    hg = {
+        p: hessian_gradient_product(
+            tiny_params, dense, tiny_batch, apply_fn=tiny_apply_fn, prunable=p
+        )["Dense_0"]["kernel"]
+        for p in (_only_dense_0, masks.is_prunable)
     }
+    np.testing.assert_allclose(
+        f[..., EXT["w0*Hg"]], w * hg[_only_dense_0], rtol=1e-5, atol=1e-8
+    )
+    assert not np.allclose(w * hg[_only_dense_0], w * hg[masks.is_prunable])
+    syn = {
+        p: synflow_scores(
+            tiny_params,
+            dense,
+            apply_fn=tiny_apply_fn,
+            input_shape=INPUT_SHAPE,
+            prunable=p,
+        )["Dense_0"]["kernel"]
+        for p in (_only_dense_0, masks.is_prunable)
+    }
+    np.testing.assert_allclose(
+        f[..., EXT["log synflow"]], np.log(syn[_only_dense_0]), rtol=1e-5, atol=1e-5
+    )
+    assert not np.allclose(np.log(syn[_only_dense_0]), np.log(syn[masks.is_prunable]))
 
-    def apply_fn(p, x):
-        y = jax.lax.conv_general_dilated(
-            x,
-            p["conv"]["kernel"],
-            (1, 1),
-            "SAME",
-            dimension_numbers=("NHWC", "HWIO", "NHWC"),
-        )
-        return (y + p["conv"]["bias"][None, None, None, :]).reshape(x.shape[0], -1)
 
-    ctxs = features.layer_contexts(params, apply_fn=apply_fn, input_shape=(5, 5, 4))
-    assert ctxs == [
-        features.LeafContext(1, 2, 4, 3, 12),
-        None,
-        features.LeafContext(
-            layer_index=0, num_layers=2, fan_in=36, fan_out=72, size=288
-        ),
-    ]
+def test_layer_context_is_re_exported_from_layers():
+    assert features.LeafContext is layers.LeafContext
+    assert features.layer_contexts is layers.layer_contexts
 
 
 # ------------------------------------------------------- flat <-> pytree
 
 
-def test_stack_features_and_stack_leaves_agree(
-    key, tiny_params, tiny_batch, tiny_apply_fn
-):
-    feats = compute(key, tiny_params, tiny_batch, apply_fn=tiny_apply_fn)
+def test_stack_features_and_stack_leaves_agree(tiny_params, tiny_batch, tiny_apply_fn):
+    feats = compute(tiny_params, tiny_batch, apply_fn=tiny_apply_fn)
     flat = features.stack_features(feats)
     assert flat.shape == (18, 2)  # biases excluded although their features are 2-D
     np.testing.assert_array_equal(flat[:12], feats["Dense_0"]["kernel"].reshape(12, 2))
@@ -391,21 +343,19 @@ def test_stack_features_without_prunable_leaves_raises(tiny_params):
         ({"gradient": "max"}, "gradient must be one of ('mean', 'sum')"),
     ],
 )
-def test_unknown_options_raise(
-    kwargs, message, key, tiny_params, tiny_batch, tiny_apply_fn
-):
+def test_unknown_options_raise(kwargs, message, tiny_params, tiny_batch, tiny_apply_fn):
     with pytest.raises(ValueError, match=re.escape(message)):
         features.compute_features(
-            key, tiny_params, tiny_batch, apply_fn=tiny_apply_fn, **kwargs
+            tiny_params, tiny_batch, apply_fn=tiny_apply_fn, **kwargs
         )
     with pytest.raises(ValueError, match=re.escape(message)):
         features.FeatureConfig(**kwargs)
 
 
-def test_uint8_images_raise(key, tiny_params, tiny_batch, tiny_apply_fn):
+def test_uint8_images_raise(tiny_params, tiny_batch, tiny_apply_fn):
     batch = {**tiny_batch, "image": jnp.zeros((8, *INPUT_SHAPE), jnp.uint8)}
     with pytest.raises(ValueError, match="preprocessed float images"):
-        features.compute_features(key, tiny_params, batch, apply_fn=tiny_apply_fn)
+        features.compute_features(tiny_params, batch, apply_fn=tiny_apply_fn)
 
 
 def test_num_features_rejects_unknown_set():
@@ -434,11 +384,11 @@ def test_feature_config_defaults_names_and_immutability():
 # ---------------------------------------------------------------------- jit
 
 
-def test_jit_matches_eager(key, tiny_params, tiny_batch, tiny_apply_fn):
+def test_jit_matches_eager(tiny_params, tiny_batch, tiny_apply_fn):
     kwargs = dict(
         apply_fn=tiny_apply_fn, feature_set="extended", normalization="network"
     )
     batches = _two_batches(tiny_batch)
-    eager = features.compute_features(key, tiny_params, batches, **kwargs)
-    jitted = compute(key, tiny_params, batches, **kwargs)
+    eager = features.compute_features(tiny_params, batches, **kwargs)
+    jitted = compute(tiny_params, batches, **kwargs)
     assert_trees_all_close(jitted, eager, rtol=1e-5, atol=1e-6)

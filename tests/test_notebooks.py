@@ -7,6 +7,8 @@ at the requested sparsity, the committed IRP labels read back), never about
 accuracy at these budgets.
 """
 
+import ast
+import collections
 import pathlib
 import re
 
@@ -105,3 +107,33 @@ def test_what_autos_learned_runs_in_tiny_mode(monkeypatch):
     # (d) the benchmark CSV is read whatever rows it has so far.
     num_runs = int(re.search(r"^(\d+) complete runs", text, re.MULTILINE).group(1))
     assert images == (3 if num_runs else 2)
+
+
+@pytest.mark.slow
+def test_your_model_runs_in_tiny_mode(monkeypatch):
+    text, images = execute("03_your_model.ipynb", monkeypatch)
+    assert "TINY=True" in text
+    assert images == 2  # the example images, and accuracy with per-layer densities
+    sparsities = ast.literal_eval(re.search(r"SPARSITIES=(\(.*?\))", text).group(1))
+    num_prunable = int(re.search(r"^\S+ parameters, (\d+) prunable", text, re.M)[1])
+    methods = ["random", "magnitude", "snip", "grasp", "synflow"]
+    autos = ["autos_learned", "autos_global"]
+    rows = collections.defaultdict(dict)  # method -> {sparsity: fields}
+    for name, fields in re.findall(
+        rf"^({'|'.join(['dense', *methods, *autos])})  +(.*)$", text, re.M
+    ):
+        sparsity, kept, *kept_percent, accuracy = fields.split()
+        rows[name][round(float(sparsity), 3)] = (int(kept), kept_percent, accuracy)
+    # Every method is trained at every requested sparsity (dense once).
+    assert set(rows) == {"dense", *methods, *autos}, text
+    assert list(rows["dense"]) == [0.0]
+    for name in [*methods, *autos]:
+        assert sorted(rows[name]) == sorted(sparsities), (name, text)
+    for name, by_sparsity in rows.items():
+        for sparsity, (kept, kept_percent, accuracy) in by_sparsity.items():
+            # One column per prunable layer; exactly round((1 - s) N) weights kept.
+            assert len(kept_percent) == 4, name
+            assert kept == round((1 - sparsity) * num_prunable), (name, sparsity)
+            assert 0.0 <= float(accuracy) <= 1.0, name
+            if name in autos:  # AutoS never leaves a layer empty
+                assert all(float(k) > 0 for k in kept_percent), (name, sparsity)

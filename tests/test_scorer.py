@@ -1,4 +1,4 @@
-"""Tests for autosparse_jax.scorer: config, MLP, prediction, pruning, training, I/O.
+"""Tests for autosparse_jax.scorer: config, MLP, prediction, criterion, training, I/O.
 
 Shapes are tiny (``tiny_params`` has 12 + 6 = 18 prunable weights) and every
 key is fixed. Training runs on synthetic features with continuous targets for
@@ -8,7 +8,9 @@ that is a monotone function of one feature.
 """
 
 import dataclasses
+import functools
 import math
+import re
 
 import chex
 import jax
@@ -18,17 +20,32 @@ import pytest
 from conftest import assert_trees_all_close, assert_trees_all_equal
 from scipy import stats
 
-from autosparse_jax import checkpoint, features, masks, scorer
+from autosparse_jax import (
+    allocation,
+    checkpoint,
+    criteria,
+    evaluation,
+    features,
+    masks,
+    scorer,
+)
 
 FC = features.FeatureConfig()  # "paper": (w0, g0), F = 2
 TINY = scorer.ScorerConfig(
     hidden_sizes=(8,), num_steps=20, eval_every=10, batch_size=64
 )
-PRUNE_STATIC = ("apply_fn", "scope", "prunable")
+PRUNE_STATIC = ("criterion", "apply_fn", "allocation", "num_rounds", "prunable")
 N_PRUNABLE = 18  # tiny_params: (4, 3) + (3, 2) kernels
+prune = jax.jit(criteria.prune_at_init, static_argnames=PRUNE_STATIC)
 compute = jax.jit(
     features.compute_features,
-    static_argnames=("apply_fn", "feature_set", "gradient", "normalization"),
+    static_argnames=(
+        "apply_fn",
+        "feature_set",
+        "gradient",
+        "normalization",
+        "prunable",
+    ),
 )
 
 
@@ -139,7 +156,7 @@ def test_predict_flat_standardises_with_the_stored_statistics(batch_norm):
     model = scorer.ScorerMLP(hidden_sizes=(8,), batch_norm=batch_norm)
     model_vars = {k: v for k, v in s.variables.items() if not k.startswith("feature")}
     expected = model.apply(model_vars, (x - mean[None, :]) / std[None, :])
-    got = scorer.predict_flat(s, x)
+    got = scorer.predict_flat(s, x, feature_config=FC)
     assert got.shape == (6,) and got.dtype == jnp.float32
     np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
     # Not the same as scoring the raw features (the statistics matter).
@@ -149,9 +166,9 @@ def test_predict_flat_standardises_with_the_stored_statistics(batch_norm):
 def test_predict_flat_chunks_give_the_unchunked_result(monkeypatch):
     s = _scorer(mean=(0.5, 0.0), std=(1.0, 2.0))
     x = jax.random.normal(jax.random.key(2), (20, 2))  # 20 = 2 * 7 + 6
-    whole = scorer.predict_flat(s, x)
+    whole = scorer.predict_flat(s, x, feature_config=FC)
     monkeypatch.setattr(scorer, "PREDICT_CHUNK", 7)
-    chunked = scorer.predict_flat(s, x)
+    chunked = scorer.predict_flat(s, x, feature_config=FC)
     assert chunked.shape == (20,)
     np.testing.assert_allclose(chunked, whole, rtol=1e-6, atol=1e-6)
     assert len(np.unique(np.asarray(whole))) > 1  # not a constant function
@@ -160,13 +177,39 @@ def test_predict_flat_chunks_give_the_unchunked_result(monkeypatch):
 def test_predict_flat_rejects_a_wrong_width_naming_the_feature_set():
     s = _scorer()
     with pytest.raises(ValueError, match=r"feature_set='paper'.*width 3"):
-        scorer.predict_flat(s, jnp.zeros((4, 3)))
+        scorer.predict_flat(s, jnp.zeros((4, 3)), feature_config=FC)
 
 
 @pytest.mark.parametrize("shape", [(4,), (2, 2, 2)])
 def test_predict_flat_rejects_non_2d_input(shape):
     with pytest.raises(ValueError, match=r"must be \[N, F\]"):
-        scorer.predict_flat(_scorer(), jnp.zeros(shape))
+        scorer.predict_flat(_scorer(), jnp.zeros(shape), feature_config=FC)
+
+
+LAYER_FC = features.FeatureConfig(normalization="layer")
+
+
+def test_predict_flat_refuses_features_made_with_another_normalization():
+    x = jnp.zeros((4, 2))  # the right width: only the config tells them apart
+    message = re.escape(
+        "trained on features made with FeatureConfig(feature_set='paper', "
+        "gradient='mean', normalization='none'), but these were made with "
+        "FeatureConfig(feature_set='paper', gradient='mean', normalization='layer')"
+    )
+    with pytest.raises(ValueError, match=message):
+        scorer.predict_flat(_scorer(), x, feature_config=LAYER_FC)
+    layer_scorer = _scorer().replace(feature_config=LAYER_FC)
+    with pytest.raises(ValueError, match=r"normalization='layer'\), but these.*'none'"):
+        scorer.predict_flat(layer_scorer, x, feature_config=FC)
+    assert scorer.predict_flat(layer_scorer, x, feature_config=LAYER_FC).shape == (4,)
+
+
+def test_predict_scores_refuses_features_made_with_another_normalization(
+    tiny_params,
+):
+    feats = jax.tree.map(lambda p: jnp.zeros((*p.shape, 2)), tiny_params)
+    with pytest.raises(ValueError, match="scorer.as_criterion"):
+        scorer.predict_scores(_scorer(), feats, feature_config=LAYER_FC)
 
 
 def test_predict_scores_is_parallel_to_the_params(tiny_params):
@@ -175,11 +218,11 @@ def test_predict_scores_is_parallel_to_the_params(tiny_params):
     feats = jax.tree.map(
         lambda p: jax.random.normal(next(keys), (*p.shape, 2)), tiny_params
     )
-    scores = scorer.predict_scores(s, feats)
+    scores = scorer.predict_scores(s, feats, feature_config=FC)
     chex.assert_trees_all_equal_shapes_and_dtypes(
         scores, jax.tree.map(lambda p: p.astype(jnp.float32), tiny_params)
     )
-    flat = scorer.predict_flat(s, features.stack_features(feats))
+    flat = scorer.predict_flat(s, features.stack_features(feats), feature_config=FC)
     assert flat.shape == (N_PRUNABLE,)
     for name in ("Dense_0", "Dense_1"):
         np.testing.assert_array_equal(scores[name]["bias"], 0.0)
@@ -191,14 +234,14 @@ def test_predict_scores_is_parallel_to_the_params(tiny_params):
     )
 
 
-# ------------------------------------------------------------------ pruning
+# ---------------------------------------------------------------- criterion
 
 
 @pytest.fixture
-def prune_scorer(key, tiny_params, tiny_batch, tiny_apply_fn):
+def prune_scorer(tiny_params, tiny_batch, tiny_apply_fn):
     """An untrained scorer standardised on the tiny network's paper features."""
     x = features.stack_features(
-        compute(key, tiny_params, tiny_batch, apply_fn=tiny_apply_fn)
+        compute(tiny_params, tiny_batch, apply_fn=tiny_apply_fn)
     )
     config = dataclasses.replace(TINY, hidden_sizes=(16,))
     return scorer.init_scorer(
@@ -206,77 +249,150 @@ def prune_scorer(key, tiny_params, tiny_batch, tiny_apply_fn):
     )
 
 
-def test_autosparse_prune_keeps_the_exact_count_and_matches_predicted_scores(
+@functools.partial(jax.jit, static_argnames="apply_fn")
+def _predicted(sc, params, batch, *, apply_fn):
+    """Reference: ``predict_scores`` on the paper features of ``params``."""
+    feats = features.compute_features(params, batch, apply_fn=apply_fn)
+    return scorer.predict_scores(sc, feats, feature_config=FC)
+
+
+def _kept(mask):
+    return [int(mask[name]["kernel"].sum()) for name in ("Dense_0", "Dense_1")]
+
+
+def test_as_criterion_scores_are_the_predicted_scores(
     key, prune_scorer, tiny_params, tiny_batch, tiny_apply_fn
 ):
-    prune = jax.jit(scorer.autosparse_prune, static_argnames=PRUNE_STATIC)
+    criterion = scorer.as_criterion(prune_scorer)
+    assert criterion.scorer is prune_scorer
+    scores = jax.jit(criterion, static_argnames="apply_fn")(
+        key,
+        tiny_params,
+        tiny_batch,
+        apply_fn=tiny_apply_fn,
+        mask=masks.dense_mask(tiny_params),
+    )
+    expected = _predicted(prune_scorer, tiny_params, tiny_batch, apply_fn=tiny_apply_fn)
+    assert_trees_all_close(scores, expected, rtol=1e-5, atol=1e-6)
+    assert len(np.unique(np.asarray(features.stack_leaves(scores)))) == N_PRUNABLE
 
-    @jax.jit
-    def reference(sparsity):
-        feats = features.compute_features(
-            key, tiny_params, tiny_batch, apply_fn=tiny_apply_fn
-        )
-        scores = scorer.predict_scores(prune_scorer, feats)
-        return masks.mask_from_scores(scores, sparsity)
 
+def test_as_criterion_with_a_mask_scores_the_masked_network(
+    key, prune_scorer, tiny_params, tiny_batch, tiny_apply_fn
+):
+    mask = masks.dense_mask(tiny_params)
+    mask["Dense_0"]["kernel"] = mask["Dense_0"]["kernel"].at[0].set(False)  # input 0
+    mask["Dense_1"]["kernel"] = mask["Dense_1"]["kernel"].at[:, 1].set(False)
+    criterion = scorer.as_criterion(prune_scorer)
+    scores = jax.jit(criterion, static_argnames="apply_fn")(
+        key, tiny_params, tiny_batch, apply_fn=tiny_apply_fn, mask=mask
+    )
+    masked = masks.apply_mask(tiny_params, mask)
+    expected = _predicted(prune_scorer, masked, tiny_batch, apply_fn=tiny_apply_fn)
+    assert_trees_all_close(scores, expected, rtol=1e-5, atol=1e-6)
+    # Not the dense network's scores: the surviving weights' g0 changed.
+    dense = _predicted(prune_scorer, tiny_params, tiny_batch, apply_fn=tiny_apply_fn)
+    alive = np.asarray(mask["Dense_1"]["kernel"])
+    assert not np.allclose(
+        np.asarray(scores["Dense_1"]["kernel"])[alive],
+        np.asarray(dense["Dense_1"]["kernel"])[alive],
+        atol=1e-4,
+    )
+
+
+def test_as_criterion_takes_the_prunable_predicate(
+    key, prune_scorer, tiny_params, tiny_batch, tiny_apply_fn
+):
+    def only_dense_0(path, leaf):
+        return masks.is_prunable(path, leaf) and "Dense_0" in jax.tree_util.keystr(path)
+
+    mask = prune(
+        key,
+        scorer.as_criterion(prune_scorer),
+        tiny_params,
+        tiny_batch,
+        apply_fn=tiny_apply_fn,
+        sparsity=0.5,
+        prunable=only_dense_0,
+    )
+    assert _kept(mask) == [6, 6]  # half of Dense_0's 12; Dense_1 not prunable
+
+
+def test_as_criterion_rejects_a_non_scorer(prune_scorer):
+    with pytest.raises(ValueError, match="as_criterion needs a Scorer, got dict"):
+        scorer.as_criterion(prune_scorer.variables)
+
+
+def test_prune_at_init_with_autos_keeps_the_exact_count_of_a_global_threshold(
+    key, prune_scorer, tiny_params, tiny_batch, tiny_apply_fn
+):
+    criterion = scorer.as_criterion(prune_scorer)
+    reference = _predicted(
+        prune_scorer, tiny_params, tiny_batch, apply_fn=tiny_apply_fn
+    )
     previous = None
     for s in (0.0, 0.5, 0.8, 0.9):
         mask = prune(
             key,
-            prune_scorer,
+            criterion,
             tiny_params,
             tiny_batch,
             apply_fn=tiny_apply_fn,
             sparsity=jnp.float32(s),
+            allocation=allocation.global_topk(min_per_layer=0),
         )
-        kept = int(mask["Dense_0"]["kernel"].sum() + mask["Dense_1"]["kernel"].sum())
-        assert kept == round((1 - s) * N_PRUNABLE)  # 18, 9, 4, 2
+        assert sum(_kept(mask)) == round((1 - s) * N_PRUNABLE)  # 18, 9, 4, 2
         assert bool(mask["Dense_0"]["bias"].all() & mask["Dense_1"]["bias"].all())
-        assert_trees_all_equal(mask, reference(jnp.float32(s)))
+        assert_trees_all_equal(mask, masks.mask_from_scores(reference, s))
         if previous is not None:  # higher sparsity: a subset
             for name in ("Dense_0", "Dense_1"):
                 assert not np.any(mask[name]["kernel"] & ~previous[name]["kernel"])
         previous = mask
 
 
-def test_autosparse_prune_compiles_once_for_traced_sparsities(
+def test_prune_at_init_with_autos_compiles_once_for_traced_sparsities(
     key, prune_scorer, tiny_params, tiny_batch, tiny_apply_fn
 ):
+    criterion = scorer.as_criterion(prune_scorer)  # one object, reused
     chex.clear_trace_counter()
-    prune = jax.jit(
-        chex.assert_max_traces(scorer.autosparse_prune, n=1),
+    counted = jax.jit(
+        chex.assert_max_traces(criteria.prune_at_init, n=1),
         static_argnames=PRUNE_STATIC,
     )
     for s in (0.5, 0.8):
-        mask = prune(
+        mask = counted(
             key,
-            prune_scorer,
+            criterion,
             tiny_params,
             tiny_batch,
             apply_fn=tiny_apply_fn,
             sparsity=jnp.asarray(s, jnp.float32),
         )
-        assert float(masks.sparsity(mask)) == pytest.approx(
-            1 - round((1 - s) * N_PRUNABLE) / N_PRUNABLE
-        )
+        assert sum(_kept(mask)) == round((1 - s) * N_PRUNABLE)  # 9, 4
     chex.clear_trace_counter()
 
 
-def test_autosparse_prune_layerwise_keeps_the_count_per_leaf(
+def test_prune_at_init_with_autos_global_and_uniform_counts(
     key, prune_scorer, tiny_params, tiny_batch, tiny_apply_fn
 ):
-    prune = jax.jit(scorer.autosparse_prune, static_argnames=PRUNE_STATIC)
-    mask = prune(
+    criterion = scorer.as_criterion(prune_scorer)
+    kwargs = {"apply_fn": tiny_apply_fn, "sparsity": 0.5}
+    uniform = prune(
         key,
-        prune_scorer,
+        criterion,
         tiny_params,
         tiny_batch,
-        apply_fn=tiny_apply_fn,
-        sparsity=0.5,
-        scope="layerwise",
+        allocation=allocation.uniform(),
+        **kwargs,
     )
-    assert int(mask["Dense_0"]["kernel"].sum()) == 6  # of 12
-    assert int(mask["Dense_1"]["kernel"].sum()) == 3  # of 6
+    assert _kept(uniform) == [6, 3]  # half of 12, half of 6
+    glob = prune(key, criterion, tiny_params, tiny_batch, **kwargs)
+    reference = _predicted(
+        prune_scorer, tiny_params, tiny_batch, apply_fn=tiny_apply_fn
+    )
+    assert _kept(glob) == _kept(masks.mask_from_scores(reference, 0.5))
+    assert sum(_kept(glob)) == 9
+    assert _kept(glob) != _kept(uniform)  # one threshold, not the same per layer
 
 
 # ----------------------------------------------------------------- the loss
@@ -326,13 +442,35 @@ def test_train_scorer_selects_the_best_held_out_spearman():
             isinstance(v, float | int) and math.isfinite(v) for v in row.values()
         )
     rhos = [row["val_spearman"] for row in history]
-    pred = scorer.predict_flat(trained, x_val)
+    pred = scorer.predict_flat(trained, x_val, feature_config=fc)
     assert len(np.unique(np.asarray(pred))) == pred.shape[0]  # no ties
     assert _spearman(pred, y_val) == pytest.approx(max(rhos), abs=1e-5)
     val_mse = float(jnp.mean(jnp.square(pred - y_val)))
     best = int(np.argmax(rhos))
     assert history[best]["val_mse"] == pytest.approx(val_mse, rel=1e-5)
     assert best != len(rhos) - 1  # the selection is not "the last one"
+
+
+def test_held_out_spearman_gives_tied_labels_their_average_rank():
+    """IRP labels are survival fractions ``k / R``: many ties."""
+    x, y = _toy_data(256, seed=10)
+    x_val, y_cont = _toy_data(128, seed=11)
+    y_val = jnp.round(y_cont * 2.0) / 2.0  # labels in {-1, -0.5, 0, 0.5, 1}
+    trained, history = scorer.train_scorer(
+        jax.random.key(0),
+        x,
+        y,
+        config=TINY,
+        feature_config=FC,
+        validation=(x_val, y_val),
+        progress=False,
+    )
+    pred = np.asarray(scorer.predict_flat(trained, x_val, feature_config=FC))
+    best = max(row["val_spearman"] for row in history)
+    assert best == pytest.approx(evaluation.spearman(pred, y_val), abs=1e-6)
+    assert best == pytest.approx(_spearman(pred, y_val), abs=1e-6)  # average ranks
+    ordinal = np.argsort(np.argsort(np.asarray(y_val), kind="stable"))
+    assert best != pytest.approx(_spearman(pred, ordinal), abs=1e-4)
 
 
 def test_train_scorer_without_validation_returns_the_last_scorer():
@@ -427,7 +565,7 @@ def test_batch_norm_scorer_trains_and_updates_batch_stats():
     assert not np.allclose(stats_["BatchNorm_0"]["mean"], 0.0)
     assert not np.allclose(stats_["BatchNorm_0"]["var"], 1.0)
     assert all(math.isfinite(row["train_loss"]) for row in history)
-    assert np.all(np.isfinite(scorer.predict_flat(trained, x)))
+    assert np.all(np.isfinite(scorer.predict_flat(trained, x, feature_config=FC)))
 
 
 def test_train_scorer_rejects_mismatched_shapes():
@@ -485,7 +623,8 @@ def test_save_load_round_trip(tmp_path):
     assert meta["kind"] == "autos_scorer"
     x = jax.random.normal(jax.random.key(1), (5, 8))
     np.testing.assert_array_equal(
-        scorer.predict_flat(loaded, x), scorer.predict_flat(original, x)
+        scorer.predict_flat(loaded, x, feature_config=fc),
+        scorer.predict_flat(original, x, feature_config=fc),
     )
 
 
