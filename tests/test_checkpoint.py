@@ -86,7 +86,7 @@ def test_checksum_ignores_dict_insertion_order_and_metadata_key_order():
 def test_checksum_changes_with_one_byte_of_an_array():
     tree = _checksum_tree()
     changed = {"a": tree["a"], "b": {"w": tree["b"]["w"].copy()}}
-    raw = changed["b"]["w"].view(np.uint8)
+    raw = changed["b"]["w"].reshape(-1).view(np.uint8)  # a view of its bytes
     raw[5] ^= 1  # one bit of one float
     assert checkpoint.checksum(changed) != checkpoint.checksum(tree)
 
