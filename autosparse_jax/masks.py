@@ -75,6 +75,12 @@ def _mask_leaves(mask: Mask, ref: Any, ref_name: str) -> list:
 
 
 def _check_sparsity(value: Any, where: str = "") -> None:
+    if isinstance(value, dict | list | tuple):
+        raise ValueError(
+            f"sparsity{where} must be one number in [0, 1), got a "
+            f"{type(value).__name__}; for per-layer sparsities pass an allocation "
+            "(allocation.uniform(), allocation.erk(), ...) to criteria.prune_at_init."
+        )
     if isinstance(value, str | bytes | bool) or value is None:
         raise ValueError(
             f"sparsity{where} must be a number in [0, 1) (the fraction of prunable "

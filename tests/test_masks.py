@@ -339,11 +339,6 @@ def test_non_scalar_sparsity_raises():
         masks.mask_from_scores(_style_scores(), jnp.array([0.5, 0.9]))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason="library bug: masks._check_sparsity passes a pytree on to float()",
-)
 def test_per_leaf_sparsity_tree_raises_a_clear_error(tiny_params):
     # Per-leaf sparsities were removed (allocation.uniform and allocation.erk
     # give per-layer counts); an old-style tree must get an actionable ValueError.
