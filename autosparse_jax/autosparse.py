@@ -298,8 +298,8 @@ def _probe_inputs():
     }
 
     def apply_fn(p, x):
-        h = jnp.tanh(x.reshape(x.shape[0], -1) @ p["a"]["kernel"] + p["a"]["bias"])
-        return h @ p["b"]["kernel"] + p["b"]["bias"]
+        h = x.reshape(x.shape[0], -1) @ p["a"]["kernel"] + p["a"]["bias"][None, :]
+        return jnp.tanh(h) @ p["b"]["kernel"] + p["b"]["bias"][None, :]
 
     return params, batch, apply_fn
 
