@@ -31,14 +31,55 @@ from autosparse_jax import (
 from autosparse_jax import scorer as scorer_lib
 
 
-def load_config(path: str) -> ml_collections.ConfigDict:
-    """Imports ``get_config()`` from a config file path."""
+def load_config(path: str, *, quick: bool = False) -> ml_collections.ConfigDict:
+    """Calls ``get_config(quick=quick)`` of a config file path.
+
+    A config's small variant lives in its own ``get_config``: ``quick=True``
+    returns the smoke-test version of the same study (fewer seeds, epochs and
+    examples; a check that the code runs, not a result).
+    """
     spec = importlib.util.spec_from_file_location("experiment_config", path)
     if spec is None or spec.loader is None:
         raise ValueError(f"Cannot import a config from {path!r}; pass a .py file.")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.get_config()
+    return module.get_config(quick=quick)
+
+
+def parse_args(
+    description: str,
+    default_config: str,
+    argv: list[str] | None = None,
+    add_arguments: Any = None,
+) -> tuple[argparse.Namespace, ml_collections.ConfigDict, str]:
+    """``--config``, ``--workdir``, ``--quick`` (+ ``add_arguments(parser)``).
+
+    Returns the parsed arguments, the loaded config and the work directory
+    (``--workdir`` or ``default_workdir``).
+    """
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--config", default=default_config)
+    parser.add_argument("--workdir", default=None, help="default: results/<config>")
+    parser.add_argument(
+        "--quick", action="store_true", help="the config's smoke-test variant"
+    )
+    if add_arguments is not None:
+        add_arguments(parser)
+    args = parser.parse_args(argv)
+    config = load_config(args.config, quick=args.quick)
+    workdir = args.workdir or default_workdir(args.config, args.quick)
+    return args, config, workdir
+
+
+def default_workdir(config_path: str, quick: bool) -> str:
+    """``experiments/results/<config file name>[/quick]``."""
+    name = os.path.splitext(os.path.basename(config_path))[0]
+    return os.path.join("experiments/results", name, *(["quick"] if quick else []))
+
+
+def device_name() -> str:
+    """The accelerator kind and host core count, recorded with every run."""
+    return f"{jax.devices()[0].device_kind} ({os.cpu_count()} host cores)"
 
 
 def make_optimizer(

@@ -31,14 +31,23 @@ import ml_collections
 
 from experiments.configs import fmnist_lenet300
 
+ALLOCATIONS = ("global", "learned", "erk", "snip", "irp")
+RANKINGS = ("autos", "snip", "magnitude", "random")
 
-def get_config() -> ml_collections.ConfigDict:
+
+def grid_methods(allocations, rankings) -> tuple[str, ...]:
+    """Dense, then every ``<allocation>+<ranking>`` (allocation-major)."""
+    return ("dense", *(f"{a}+{r}" for a in allocations for r in rankings))
+
+
+def get_config(quick: bool = False) -> ml_collections.ConfigDict:
     config = fmnist_lenet300.get_config()
     del config.sparsity
+    config.train_split = "train"
+    config.test_split = "test"
     config.seeds = (2, 3, 4)
     config.sparsities = (0.98, 0.99, 0.995)
-    config.allocations = ("global", "learned", "erk", "snip", "irp")
-    config.rankings = ("autos", "snip", "magnitude", "random")
+    config.methods = grid_methods(ALLOCATIONS, RANKINGS)
     config.source = "experiments/results/irp_fmnist_lenet300/labels"
     config.held_out = "experiments/results/irp_fmnist_lenet300_seed1/labels"
     config.oracle_tolerance = 0.002  # max |IRP round sparsity - target|
@@ -47,15 +56,19 @@ def get_config() -> ml_collections.ConfigDict:
     config.scorer_seed = 0
     config.validation_fraction = 0.1
     config.scorer_num_steps = 2_000  # scorer.PRESETS["default"]
-
-    # `--quick` merges this section in: a smoke test, not a result.
-    config.quick = ml_collections.ConfigDict()
-    config.quick.seeds = (2,)
-    config.quick.sparsities = (0.99,)
-    config.quick.rankings = ("autos", "random")
-    config.quick.scorer_num_steps = 250
-    config.quick.train = ml_collections.ConfigDict({"num_epochs": 1})
-    config.quick.train_split = "train[:5000]"
-    config.train_split = "train"
-    config.test_split = "test"
+    config.density_plot_sparsity = 0.99
+    if quick:  # a smoke test of the same study, not a result
+        shrink(config)
+        config.methods = grid_methods(("global", "learned", "irp"), ("autos", "random"))
     return config
+
+
+def shrink(config: ml_collections.ConfigDict) -> None:
+    """The smoke-test size of a grid study: one seed, one epoch, small splits."""
+    config.seeds = config.seeds[:1]
+    config.sparsities = (0.99,)
+    config.density_plot_sparsity = 0.99
+    config.train.num_epochs = 1
+    config.train_split = "train[:2000]"
+    config.test_split = "test[:1000]"
+    config.scorer_num_steps = 250  # a multiple of the scorer's eval_every

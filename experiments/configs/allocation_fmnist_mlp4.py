@@ -25,8 +25,8 @@ import ml_collections
 from experiments.configs import allocation_fmnist_lenet300
 
 
-def get_config() -> ml_collections.ConfigDict:
-    config = allocation_fmnist_lenet300.get_config()
+def get_config(quick: bool = False) -> ml_collections.ConfigDict:
+    config = allocation_fmnist_lenet300.get_config(quick)
     config.model = "mlp300_200_100_50"
-    config.allocations = ("global", "learned", "erk", "snip")
+    config.methods = tuple(m for m in config.methods if not m.startswith("irp+"))
     return config

@@ -22,11 +22,12 @@ import ml_collections
 from experiments.configs import allocation_fmnist_lenet300
 
 
-def get_config() -> ml_collections.ConfigDict:
-    config = allocation_fmnist_lenet300.get_config()
+def get_config(quick: bool = False) -> ml_collections.ConfigDict:
+    config = allocation_fmnist_lenet300.get_config(quick)
     config.dataset = "mnist1d"
-    config.train.num_epochs = 100
+    config.train.num_epochs = 1 if quick else 100
     config.train.eval_batch_size = 1_000
-    config.allocations = ("global", "learned", "erk", "snip")
-    config.quick.train_split = "train[:1000]"
+    config.methods = tuple(m for m in config.methods if not m.startswith("irp+"))
+    if quick:
+        config.train_split, config.test_split = "train[:1000]", "test[:500]"
     return config

@@ -23,7 +23,7 @@ import ml_collections
 from experiments.configs import benchmark_fmnist_lenet300
 
 
-def get_config() -> ml_collections.ConfigDict:
-    config = benchmark_fmnist_lenet300.get_config()
+def get_config(quick: bool = False) -> ml_collections.ConfigDict:
+    config = benchmark_fmnist_lenet300.get_config(quick)
     config.model = "mlp300_200_100_50"
     return config

@@ -28,10 +28,11 @@ import ml_collections
 from experiments.configs import benchmark_fmnist_lenet300
 
 
-def get_config() -> ml_collections.ConfigDict:
-    config = benchmark_fmnist_lenet300.get_config()
+def get_config(quick: bool = False) -> ml_collections.ConfigDict:
+    config = benchmark_fmnist_lenet300.get_config(quick)
     config.dataset = "mnist1d"
-    config.train.num_epochs = 100
+    config.train.num_epochs = 1 if quick else 100
     config.train.eval_batch_size = 1_000
-    config.quick.train_split = "train[:1000]"
+    if quick:
+        config.train_split, config.test_split = "train[:1000]", "test[:500]"
     return config

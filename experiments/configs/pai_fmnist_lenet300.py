@@ -14,7 +14,7 @@ Command (from the repository root; resumable, skips runs already in
         --config experiments/configs/pai_fmnist_lenet300.py \\
         --workdir experiments/results/pai_fmnist_lenet300
 
-Smoke test (1 seed, 1 epoch, 5,000 training images, under a minute): add
+Smoke test (1 seed, 1 epoch, 2,000 training and 1,000 test images): add
 ``--quick`` (writes to ``<workdir>/quick``).
 
 Hardware: 2 CPU cores, no GPU. Runtime: 400 s (48 trainings of ~7.5 s
@@ -46,27 +46,21 @@ from autosparse_jax import criteria
 from experiments.configs import fmnist_lenet300
 
 
-def get_config() -> ml_collections.ConfigDict:
+def get_config(quick: bool = False) -> ml_collections.ConfigDict:
     config = fmnist_lenet300.get_config()
-    del config.sparsity  # The sweep's `pai.sparsities` replace the single level.
-
-    config.pai = ml_collections.ConfigDict()
-    config.pai.sparsities = (0.9, 0.98, 0.99)  # fractions of prunable weights removed
-    config.pai.criteria = tuple(criteria.CRITERIA)
-    config.pai.rounds = {
-        name: criteria.DEFAULT_ROUNDS.get(name, 1) for name in criteria.CRITERIA
-    }
-    config.pai.seeds = (0, 1, 2)
-    config.pai.scope = "global"
-    config.pai.schedule = "exponential"
-    config.pai.num_score_batches = 4
-    config.pai.score_batch_size = 256
-    config.pai.train_split = "train"
-    config.pai.test_split = "test"
-
-    # `--quick` replaces these fields: a smoke test, not a result.
-    config.quick = ml_collections.ConfigDict()
-    config.quick.seeds = (0,)
-    config.quick.num_epochs = 1
-    config.quick.train_split = "train[:5000]"
+    del config.sparsity  # The sweep's sparsities replace the single level.
+    config.train_split = "train"
+    config.test_split = "test"
+    config.seeds = (0, 1, 2)
+    config.sparsities = (0.9, 0.98, 0.99)  # fractions of prunable weights removed
+    config.methods = ("dense", *criteria.CRITERIA)  # SynFlow: DEFAULT_ROUNDS
+    config.num_score_batches = 4
+    config.score_batch_size = 256
+    config.density_plot_sparsity = 0.99
+    if quick:  # a smoke test of the same study, not a result
+        config.seeds = (0,)
+        config.sparsities = (0.9, 0.99)
+        config.train.num_epochs = 1
+        config.train_split = "train[:2000]"
+        config.test_split = "test[:1000]"
     return config

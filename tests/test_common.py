@@ -1,0 +1,28 @@
+"""Tests of the experiments' shared plumbing: configs, work directories."""
+
+import json
+
+import pytest
+
+from experiments import common
+
+PAI = "experiments/configs/pai_fmnist_lenet300.py"
+
+
+def test_workdir_with_another_config_is_refused(tmp_path):
+    config = common.load_config(PAI)
+    common.prepare_workdir(str(tmp_path), config)
+    other = common.load_config(PAI, quick=True)
+    with pytest.raises(ValueError, match="different config"):
+        common.prepare_workdir(str(tmp_path), other)
+    assert json.loads((tmp_path / "config.json").read_text()) == json.loads(
+        json.dumps(config.to_dict())
+    )
+
+
+def test_parse_args_loads_the_quick_variant_and_its_workdir():
+    args, config, workdir = common.parse_args("d", PAI, ["--quick"])
+    assert args.quick and config.seeds == (0,) and config.train.num_epochs == 1
+    assert workdir == "experiments/results/pai_fmnist_lenet300/quick"
+    _, full, workdir = common.parse_args("d", PAI, ["--workdir", "w"])
+    assert full.seeds == (0, 1, 2) and workdir == "w"
