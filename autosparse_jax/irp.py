@@ -13,6 +13,7 @@ Python loop over rounds only checkpoints, logs and calls back.
 
 import dataclasses
 import json
+import math
 import os
 import re
 import time
@@ -110,6 +111,21 @@ class IRPResult(NamedTuple):
     rewind_model_state: ModelState
     final_state: train.TrainState
     history: tuple[dict[str, float], ...]
+
+
+class DivergedError(FloatingPointError):
+    """An IRP round ended with a non-finite (NaN or infinite) train loss.
+
+    Attributes:
+      round_index: the round that diverged.
+      history: the rows of every round run (including those of a resumed
+        run's earlier calls), the diverged one last with ``"diverged": True``.
+    """
+
+    def __init__(self, message: str, *, round_index: int, history: Sequence[dict]):
+        super().__init__(message)
+        self.round_index = round_index
+        self.history = tuple(history)
 
 
 class _Carry(NamedTuple):
@@ -335,6 +351,11 @@ def irp(
 
     Raises:
       ValueError: ``checkpoint_dir`` holds a run with another config or model.
+      DivergedError: a round's train loss (its last epoch's mean) is NaN or
+        infinite. The run stops after that round's callback; the round is not
+        checkpointed, so the directory holds the rounds before it and a call
+        with another optimizer (e.g. a smaller learning rate; the optimizer is
+        not part of the saved config) resumes by rerunning it.
 
     Example:
       >>> result = irp(key, params, train_data, model=model, optimizer=opt,
@@ -393,6 +414,26 @@ def irp(
         )
         row = {"round": r, **jax.tree.map(float, jax.device_get(metrics))}
         row["seconds"] = time.perf_counter() - tic
+        if not math.isfinite(row["train_loss"]):
+            row["diverged"] = True
+            history.append(row)
+            if callback is not None:
+                callback(r, row)
+            if directory is None:
+                saved = "nothing was checkpointed (no checkpoint_dir)"
+            else:
+                done = f"rounds 0-{r - 1} are" if r else "no round is"
+                saved = (
+                    f"{done} checkpointed in {directory} (round {r} is not); call "
+                    "irp again there, e.g. with a smaller learning rate, to "
+                    f"resume at round {r}"
+                )
+            raise DivergedError(
+                f"IRP round {r} diverged: its train loss is {row['train_loss']} "
+                f"at sparsity {row['sparsity']:.4f}; {saved}.",
+                round_index=r,
+                history=history,
+            )
         masks_so_far.append(carry.mask)
         tic = time.perf_counter()
         if directory is not None:

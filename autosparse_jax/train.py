@@ -7,6 +7,7 @@ mask, params, key and epoch index are arguments, so a whole experiment compiles
 the epoch program once.
 """
 
+import math
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -471,6 +472,12 @@ def train(
     key: the same key and epoch give the same batches, so a run resumed at
     ``start_epoch`` continues exactly.
 
+    A diverged run stops: after the first epoch whose train loss is NaN or
+    infinite (checked on the host values already fetched for the log, so no
+    extra program or sync), that epoch's row gets ``"diverged": True``, the
+    callback still sees it, and the loop ends. ``divergence(history)`` says
+    whether and where a run diverged.
+
     Args:
       key: the run's data key.
       state: the initial ``TrainState``.
@@ -484,9 +491,10 @@ def train(
       callback: called as ``callback(epoch, metrics)`` after each epoch.
 
     Returns:
-      The final state and one dict per epoch: ``epoch``, ``train_loss``,
+      The final state and one dict per epoch run: ``epoch``, ``train_loss``,
       ``train_accuracy``, ``seconds`` and, with ``eval_data``, ``test_loss`` and
-      ``test_accuracy``.
+      ``test_accuracy``; the last row of a diverged run also holds
+      ``"diverged": True`` (the history is then shorter than the epochs asked).
     """
     from tqdm.auto import tqdm
 
@@ -504,8 +512,40 @@ def train(
             row.update({f"test_{k}": v for k, v in evaluate(state, eval_data).items()})
         row = {"epoch": epoch, **jax.tree.map(float, jax.device_get(row))}
         row["seconds"] = time.perf_counter() - start
+        diverged = not math.isfinite(row["train_loss"])
+        if diverged:
+            row["diverged"] = True
         history.append(row)
         bar.set_postfix({k: f"{v:.4f}" for k, v in row.items() if "accuracy" in k})
         if callback is not None:
             callback(epoch, row)
+        if diverged:
+            bar.close()
+            break
     return state, history
+
+
+def divergence(history: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """Where a training history diverged, or ``None`` for a healthy one.
+
+    Args:
+      history: rows as ``train`` returns them (or as saved), each with
+        ``epoch`` and ``train_loss``.
+
+    Returns:
+      ``None`` if every ``train_loss`` is finite, else ``{"epoch": e,
+      "last_finite_loss": l}``: ``e`` is the first epoch whose train loss is NaN
+      or infinite, ``l`` the train loss of the row before it (``None`` if it is
+      the first row).
+
+    Example:
+      >>> state, history = train.train(key, state, data, train_epoch=ep, num_epochs=10)
+      >>> train.divergence(history)  # e.g. {"epoch": 0, "last_finite_loss": None}
+    """
+    previous = None
+    for row in history:
+        loss = float(row["train_loss"])
+        if not math.isfinite(loss):
+            return {"epoch": row["epoch"], "last_finite_loss": previous}
+        previous = loss
+    return None

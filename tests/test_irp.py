@@ -379,3 +379,46 @@ def test_snip_scores_with_preprocess_equal_the_hand_computed_scores():
         key, criteria.snip, params, batch, apply_fn=apply_fn, mask=mask
     )
     assert_trees_all_equal(got, expected)
+
+
+def _run_with(optimizer, config, checkpoint_dir=None, **kwargs):
+    model, params, dataset = _setup()
+    return irp.irp(
+        jax.random.key(1),
+        params,
+        dataset,
+        model=model,
+        optimizer=optimizer,
+        config=config,
+        preprocess=PREPROCESS,
+        checkpoint_dir=checkpoint_dir,
+        progress=False,
+        **kwargs,
+    )
+
+
+def test_diverged_round_stops_the_run_and_is_not_checkpointed(tmp_path):
+    config = dataclasses.replace(CONFIG, num_rounds=2)
+    healthy, huge = train.sgd(0.1, momentum=0.9), train.sgd(1e6, momentum=0.9)
+    _run_with(healthy, config, checkpoint_dir=tmp_path)
+    shutil.rmtree(tmp_path / "round_01")  # resume at round 1 with a huge lr
+    seen = []
+    with pytest.raises(
+        irp.DivergedError, match=r"round 1 diverged.*rounds 0-0 are checkpointed"
+    ) as info:
+        _run_with(
+            huge,
+            config,
+            checkpoint_dir=tmp_path,
+            callback=lambda r, row: seen.append(r),
+        )
+    assert sorted(os.listdir(tmp_path)) == ["round_00"]
+    assert seen == [1]
+    assert info.value.round_index == 1
+    assert [row["round"] for row in info.value.history] == [0, 1]
+    last = info.value.history[-1]
+    assert last["diverged"] is True and not np.isfinite(last["train_loss"])
+    assert "diverged" not in info.value.history[0]
+    # The directory still resumes, e.g. with a sane optimizer.
+    result = _run_with(healthy, config, checkpoint_dir=tmp_path)
+    assert len(result.history) == 2 and np.isfinite(result.history[-1]["train_loss"])

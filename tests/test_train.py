@@ -416,3 +416,68 @@ def test_prepare_images():
     )
     with pytest.raises(ValueError, match="preprocess_config"):
         train.prepare_images(None, pixels, None, train=False)
+
+
+def _run_tiny(key, learning_rate, num_epochs=6, **kwargs):
+    model, optimizer = TinyMLP(), optax.sgd(learning_rate)
+    params, _ = _init(model)
+    state = train.init_train_state(params, masks.dense_mask(params), optimizer)
+    train_epoch = train.make_train_epoch(
+        model, optimizer, batch_size=4, preprocess=PREPROCESS
+    )
+    _, history = train.train(
+        key,
+        state,
+        train.to_device(_dataset(16)),
+        train_epoch=train_epoch,
+        num_epochs=num_epochs,
+        progress=False,
+        **kwargs,
+    )
+    return history, train_epoch
+
+
+def test_diverged_run_stops_after_the_first_non_finite_epoch(key):
+    seen = []
+    history, train_epoch = _run_tiny(
+        key, 1e6, callback=lambda epoch, row: seen.append(dict(row))
+    )
+    assert len(history) < 6
+    assert seen == history  # the callback still saw the diverged epoch
+    last = history[-1]
+    assert last["diverged"] is True and not np.isfinite(last["train_loss"])
+    assert all(
+        "diverged" not in r and np.isfinite(r["train_loss"]) for r in history[:-1]
+    )
+    got = train.divergence(history)
+    assert got["epoch"] == last["epoch"] == len(history) - 1
+    expected = history[-2]["train_loss"] if len(history) > 1 else None
+    assert got["last_finite_loss"] == expected
+    assert train_epoch._cache_size() == 1
+
+
+def test_healthy_run_runs_every_epoch_and_has_no_divergence(key):
+    history, _ = _run_tiny(key, 0.1, num_epochs=3)
+    assert [r["epoch"] for r in history] == [0, 1, 2]
+    assert not any("diverged" in r for r in history)
+    assert train.divergence(history) is None
+
+
+def test_divergence_on_hand_made_histories():
+    def rows(*losses, start=0):
+        return [
+            {"epoch": start + i, "train_loss": loss} for i, loss in enumerate(losses)
+        ]
+
+    nan, inf = float("nan"), float("inf")
+    assert train.divergence([]) is None
+    assert train.divergence(rows(2.0, 1.5, 1.0)) is None
+    assert train.divergence(rows(nan)) == {"epoch": 0, "last_finite_loss": None}
+    assert train.divergence(rows(2.0, 1.5, inf, nan)) == {
+        "epoch": 2,
+        "last_finite_loss": 1.5,
+    }
+    assert train.divergence(rows(3.0, -inf, start=4)) == {
+        "epoch": 5,
+        "last_finite_loss": 3.0,
+    }
