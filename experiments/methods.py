@@ -74,9 +74,11 @@ def baseline(name: str) -> MaskFn:
 
 
 def _prune(t: common.Target, criterion, allocation, sparsity: float) -> Any:
-    return criteria.prune_at_init(
+    """One round of ``criterion`` under ``allocation`` (jitted; the same masks
+    as the eager call, which compiled every operation on its own)."""
+    return common.prune_at_init(
         t.prune_key, criterion, t.params, t.batches, apply_fn=t.apply_fn,
-        sparsity=sparsity, allocation=allocation,
+        sparsity=jnp.asarray(sparsity, jnp.float32), allocation=allocation,
     )  # fmt: skip
 
 

@@ -24,7 +24,7 @@ import json
 import os
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -291,8 +291,7 @@ def write_report(config: ml_collections.ConfigDict, workdir: str) -> str:
         records, title=config.get("title") or f"{config.model} on {config.dataset}",
         header=report.recipe_line(config, learned, wall), methods=config.methods,
     )  # fmt: skip
-    with open(os.path.join(workdir, "table.md"), "w") as f:
-        f.write(text)
+    report.write_text(os.path.join(workdir, "table.md"), text)
     if records:
         report.plot_accuracy(
             records, os.path.join(workdir, "accuracy.png"), methods=config.methods,
@@ -320,9 +319,7 @@ def _progress_line(record: Mapping[str, Any]) -> str:
     return f"{record['method']} {record['sparsity']:g} seed {record['seed']}: {acc}"
 
 
-def main(
-    argv: list[str] | None, *, default_config: str, description: str
-) -> Callable[[], None] | None:
+def main(argv: list[str] | None, *, default_config: str, description: str) -> None:
     """The command line of a grid study: ``--config``, ``--workdir``,
     ``--quick``, ``--source`` / ``--held-out`` (override the labelled runs)."""
 
@@ -338,4 +335,3 @@ def main(
             config[name] = value
     print(run_study(config, workdir))
     print(f"Wrote {workdir}/runs.jsonl, table.md, accuracy.png")
-    return None
