@@ -2,7 +2,6 @@
 
 import argparse
 import contextlib
-import copy
 import dataclasses
 import importlib.util
 import json
@@ -218,34 +217,6 @@ def score_batches(
     return data.sample_batches(
         key, host_train, num, size, data.preprocess_config(dataset)
     )
-
-
-def label_study_args(
-    description: str, config: str, workdir: str | None, argv: list[str] | None
-) -> tuple[argparse.Namespace, ml_collections.ConfigDict]:
-    """Parses the arguments of a study of labelled IRP runs; returns the config.
-
-    ``--quick`` merges the config's ``quick`` section (its ``scorers``, if any,
-    replace the full list); ``--source`` / ``--held-out`` override the
-    labelled runs the config names.
-    """
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--config", default=config)
-    parser.add_argument("--workdir", default=workdir)
-    parser.add_argument("--quick", action="store_true", help="smoke test")
-    parser.add_argument("--source", default=None, help="overrides config.source")
-    parser.add_argument("--held-out", default=None, help="overrides config.held_out")
-    args = parser.parse_args(argv)
-    loaded = load_config(args.config)
-    if args.quick:
-        quick = copy.deepcopy(loaded.quick)
-        loaded.update(quick)
-        if "scorers" in quick:
-            loaded.scorers = quick.scorers  # replaced, not merged
-    for name, value in (("source", args.source), ("held_out", args.held_out)):
-        if value is not None:
-            setattr(loaded, name, value)
-    return args, loaded
 
 
 def source_batches(

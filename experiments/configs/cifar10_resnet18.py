@@ -53,7 +53,7 @@ CIFAR-shaped data in place of ``data.load_dataset``.
 import ml_collections
 
 
-def get_config() -> ml_collections.ConfigDict:
+def get_config(quick: bool = False) -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.seed = 0
     config.dataset = "cifar10"
@@ -91,14 +91,11 @@ def get_config() -> ml_collections.ConfigDict:
     config.baselines = ml_collections.ConfigDict()
     config.baselines.random_sparsities = (0.98, 0.99)
 
-    # `--quick` merges this section into the config: a CPU smoke test.
-    config.quick = ml_collections.ConfigDict()
-    config.quick.irp = ml_collections.ConfigDict()
-    config.quick.irp.num_rounds = 2
-    config.quick.irp.epochs_per_round = 1
-    config.quick.irp.num_score_batches = 1
-    config.quick.train_split = "train[:512]"
-    config.quick.test_split = "test[:500]"
-    config.quick.baselines = ml_collections.ConfigDict()
-    config.quick.baselines.random_sparsities = (0.99,)
+    if quick:  # a CPU smoke test of the same study, not a result
+        config.irp.num_rounds = 2
+        config.irp.epochs_per_round = 1  # and so train.num_epochs
+        config.irp.num_score_batches = 1
+        config.train_split = "train[:512]"
+        config.test_split = "test[:500]"
+        config.baselines.random_sparsities = (0.99,)
     return config

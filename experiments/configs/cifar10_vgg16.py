@@ -37,7 +37,7 @@ import ml_collections
 from experiments.configs import cifar10_resnet18
 
 
-def get_config() -> ml_collections.ConfigDict:
-    config = cifar10_resnet18.get_config()
+def get_config(quick: bool = False) -> ml_collections.ConfigDict:
+    config = cifar10_resnet18.get_config(quick)
     config.model = "vgg16_bn"
     return config

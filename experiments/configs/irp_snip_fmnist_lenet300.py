@@ -19,8 +19,8 @@ import ml_collections
 from experiments.configs import irp_fmnist_lenet300
 
 
-def get_config() -> ml_collections.ConfigDict:
-    config = irp_fmnist_lenet300.get_config()
+def get_config(quick: bool = False) -> ml_collections.ConfigDict:
+    config = irp_fmnist_lenet300.get_config(quick)
     config.irp.criterion = "snip"
     config.irp.num_score_batches = 4
     return config
