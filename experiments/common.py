@@ -127,8 +127,28 @@ class Recipe(NamedTuple):
     num_epochs: int
 
 
+_RECIPES: dict[str, Recipe] = {}
+
+
 def make_recipe(config: ml_collections.ConfigDict, num_train: int) -> Recipe:
-    """Builds (and so compiles once) the recipe every method is trained with."""
+    """Builds (and so compiles once) the recipe every method is trained with.
+
+    Recipes are cached per process by what defines them (model, dataset,
+    training config, training-set size, backend), so studies run one after
+    another in one process (a notebook, the demo, the tests) share compiled
+    programs instead of compiling the same ones again.
+    """
+    key = json.dumps(
+        [config.model, config.dataset, config.train.to_dict(), num_train,
+         jax.default_backend()],
+        sort_keys=True, default=str,
+    )  # fmt: skip
+    if key not in _RECIPES:
+        _RECIPES[key] = _build_recipe(config, num_train)
+    return _RECIPES[key]
+
+
+def _build_recipe(config: ml_collections.ConfigDict, num_train: int) -> Recipe:
     info = data.DATASETS[config.dataset]
     model = models.get_model(config.model, num_classes=info.num_classes)
     # Same params and gradients; canonical-layout conv gradients on XLA:CPU.

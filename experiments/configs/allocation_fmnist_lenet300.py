@@ -59,7 +59,7 @@ def get_config(quick: bool = False) -> ml_collections.ConfigDict:
     config.density_plot_sparsity = 0.99
     if quick:  # a smoke test of the same study, not a result
         shrink(config)
-        config.methods = grid_methods(("global", "learned", "irp"), ("autos", "random"))
+        config.methods = ("dense", "global+autos", "learned+random", "irp+autos")
     return config
 
 
