@@ -2,6 +2,7 @@
 
 import dataclasses
 import gzip
+import hashlib
 import io
 import os
 import random
@@ -229,19 +230,108 @@ def test_read_idx_rejects_other_files(tmp_path):
         _tfds_datasets.read_idx(path)
 
 
-@pytest.mark.parametrize("shape", [(5, 7, 1), (4, 3, 3)])
-def test_png_round_trip_fast_path_and_pil_fallback(shape):
-    from PIL import Image
+def _permutation_of(got_images, images):
+    """Index of each loaded image among the generated ones (all distinct)."""
+    where = {img.tobytes(): i for i, img in enumerate(images)}
+    assert len(where) == len(images)
+    return np.array([where[img.tobytes()] for img in got_images])
 
-    image = np.random.default_rng(1).integers(0, 256, shape, dtype=np.uint8)
-    fast = _tfds_datasets.encode_png(image)
-    assert _tfds_datasets._decode_unfiltered_png(fast) is not None
-    np.testing.assert_array_equal(_tfds_datasets.decode_image(fast), image)
-    buffer = io.BytesIO()
-    Image.fromarray(image.squeeze(-1) if shape[-1] == 1 else image).save(
-        buffer, format="PNG"
+
+def test_fashion_mnist_storage_is_raw_bytes_round_trip(
+    generated_idx, tmp_path, no_local_sources
+):
+    """Each record holds the image's 784 raw bytes; loading is bitwise exact."""
+    source_dir, arrays = generated_idx
+    builder = _tfds_datasets.fashion_mnist_builder(
+        data_dir=str(tmp_path), source_dir=source_dir
     )
-    np.testing.assert_array_equal(_tfds_datasets.decode_image(buffer.getvalue()), image)
+    feature = builder.info.features["image"]
+    assert isinstance(feature, _tfds_datasets.tfds.features.Tensor)
+    assert feature.shape == (28, 28, 1) and feature.dtype == np.uint8
+    skip = {"image": _tfds_datasets.tfds.decode.SkipDecoding()}
+    for split in ("train", "test"):
+        images, labels = arrays[split]
+        got = data.load_dataset("fashion_mnist", split, data_dir=tmp_path)
+        perm = _permutation_of(got["image"], images)
+        assert sorted(perm.tolist()) == list(range(len(images)))
+        np.testing.assert_array_equal(got["image"], images[perm])
+        np.testing.assert_array_equal(got["label"], labels[perm])
+        source = builder.as_data_source(split, decoders=skip)
+        stored = [bytes(r["image"]) for r in source.__getitems__(range(len(perm)))]
+        assert stored == [img.tobytes() for img in images[perm]]
+        head = data.load_dataset("fashion_mnist", f"{split}[:3]", data_dir=tmp_path)
+        np.testing.assert_array_equal(head["image"], got["image"][:3])
+        np.testing.assert_array_equal(head["label"], got["label"][:3])
+
+
+def test_fashion_mnist_order_does_not_depend_on_data_dir(
+    generated_idx, tmp_path, no_local_sources
+):
+    source_dir = generated_idx[0]
+    first, second = (
+        data.load_dataset(
+            "fashion_mnist", "train", data_dir=tmp_path / d, source_dir=source_dir
+        )
+        for d in ("a", "b")
+    )
+    np.testing.assert_array_equal(first["image"], second["image"])
+    np.testing.assert_array_equal(first["label"], second["label"])
+
+
+def test_fashion_mnist_old_png_dir_is_re_prepared_not_misread(
+    generated_idx, tmp_path, no_local_sources
+):
+    """A data_dir prepared by version 1.0.0 (PNG images) is not read as raw bytes."""
+    import tensorflow_datasets as tfds
+
+    class OldPngFashionMnist(_tfds_datasets.AutosparseFashionMnist):
+        name = _tfds_datasets.AutosparseFashionMnist.name
+        VERSION = tfds.core.Version("1.0.0")
+        RELEASE_NOTES = {"1.0.0": "PNG images."}
+
+        def _info(self):
+            features = {
+                "image": tfds.features.Image(shape=(28, 28, 1)),
+                "label": tfds.features.ClassLabel(names=_tfds_datasets.CLASS_NAMES),
+            }
+            return tfds.core.DatasetInfo(
+                builder=self, features=tfds.features.FeaturesDict(features)
+            )
+
+    source_dir, arrays = generated_idx
+    old = OldPngFashionMnist(data_dir=str(tmp_path))
+    config = tfds.download.DownloadConfig(manual_dir=source_dir)
+    old.download_and_prepare(file_format="array_record", download_config=config)
+    old_dir = tmp_path / old.name / "1.0.0"
+    assert isinstance(old.info.features["image"], tfds.features.Image)
+    assert (old_dir / "features.json").read_text().count("Image") >= 1
+    old_files = sorted(p.name for p in old_dir.iterdir())
+
+    got = data.load_dataset(
+        "fashion_mnist", "test", data_dir=tmp_path, source_dir=source_dir
+    )
+    images, labels = arrays["test"]
+    perm = _permutation_of(got["image"], images)
+    np.testing.assert_array_equal(got["label"], labels[perm])
+    new_dir = tmp_path / old.name / str(_tfds_datasets.AutosparseFashionMnist.VERSION)
+    assert new_dir != old_dir and (new_dir / "dataset_info.json").is_file()
+    assert sorted(p.name for p in old_dir.iterdir()) == old_files  # Left alone.
+
+
+def test_fashion_mnist_prepare_and_read_without_tensorflow(generated_idx, tmp_path):
+    code = (
+        "import sys; from autosparse_jax import data; "
+        f"d = data.load_dataset('fashion_mnist', 'train', data_dir={str(tmp_path)!r}, "
+        f"source_dir={generated_idx[0]!r}); assert d['image'].shape[0] == 12; "
+        "bad = [m for m in sys.modules if m.split('.')[0] == 'tensorflow']; "
+        "print(bad); assert not bad"
+    )
+    env = {**os.environ, "PYTHONPATH": _REPO_ROOT, "JAX_PLATFORMS": "cpu"}
+    env.pop(_tfds_datasets.ENV_VAR, None)
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 @pytest.fixture(scope="session")
@@ -255,7 +345,7 @@ def real_fashion_mnist(tmp_path_factory):
         split: data.load_dataset(
             "fashion_mnist", split, data_dir=data_dir, source_dir=source
         )
-        for split in ("train", "test")
+        for split in ("train", "test", "train[:5000]")
     }
 
 
@@ -268,6 +358,34 @@ def test_real_fashion_mnist(real_fashion_mnist):
         np.testing.assert_array_equal(np.bincount(got["label"]), [num // 10] * 10)
     mean = real_fashion_mnist["train"]["image"].mean() / 255
     assert abs(mean - data.DATASETS["fashion_mnist"].mean[0]) < 5e-4
+
+
+# sha256 of the (image, label) arrays version 1.0.0 (PNG images) loaded.
+_REAL_FASHION_MNIST_SHA256 = {
+    "train": (
+        "d6f7acb83157a75006f04dbae6822f88b1bb1651cef953707c39831d938776a3",
+        "0f719277c94fd64b784df233338874360483009b12c9952b1be69bc7d463ae04",
+    ),
+    "test": (
+        "a84f70bc4eaa1b2c5e671e99525a60f9dbe89328fa62013e4aa30ba11800c4df",
+        "85e2be1b62985fe36ef293a029e9559c3f6822643be932622c5042b8a1654a94",
+    ),
+    "train[:5000]": (
+        "60ecc6acf6b3fffcf98c33c76170355f50c9f01c98efd5a1b31865c675dc5d08",
+        "f6d0a175c65e4fc00a062c3a5c622eea586695263c1ac34c5a074036a8a7f8b7",
+    ),
+}
+
+
+@pytest.mark.slow
+def test_real_fashion_mnist_bitwise_as_before(real_fashion_mnist):
+    """Same images, labels and order as the PNG-format version 1.0.0 loaded."""
+    for split, digests in _REAL_FASHION_MNIST_SHA256.items():
+        got = real_fashion_mnist[split]
+        hashes = tuple(
+            hashlib.sha256(got[k].tobytes()).hexdigest() for k in ("image", "label")
+        )
+        assert hashes == digests, split
 
 
 # ---- mnist / cifar through TFDS builders (GENERATED examples) -------------
