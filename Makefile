@@ -7,7 +7,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 FMNIST_DIR ?= /usr/share/datasets/fashion-mnist
 
-.PHONY: demo test lint format bench fashion-mnist clean
+.PHONY: demo test test-fast test-extended lint format bench fashion-mnist clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -39,10 +39,26 @@ fashion-mnist:
 demo: $(VENV)/.installed-demo fashion-mnist
 	$(PY) -m experiments.demo
 
+# Test targets (markers in pyproject.toml):
+#   make test           ruff, then every test but the `extended` ones: every property,
+#                       the `slow` tests included (about 5 minutes on 2 CPU cores).
+#   make test-fast      ruff, then neither `slow` nor `extended`: the inner loop
+#                       (a minute or two).
+#   make test-extended  only the `extended` tests: near-duplicates of `make test`'s
+#                       (more SIGKILL points of the IRP resume tests). .ci/run runs
+#                       them after `make test` if time allows.
 test: $(VENV)/.installed-test fashion-mnist
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not extended"
+
+test-fast: $(VENV)/.installed-test fashion-mnist
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest -q -m "not slow and not extended"
+
+test-extended: $(VENV)/.installed-test fashion-mnist
+	$(PY) -m pytest -q -m extended
 
 lint: $(VENV)/.installed-test
 	$(VENV)/bin/ruff format --check .

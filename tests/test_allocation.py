@@ -788,7 +788,7 @@ def test_a_total_below_one_per_layer_is_refused(name):
 
 # ------------------------------------------- every allocation on every model
 
-# Models of more than 1M prunable weights: about 10-20 s each on 2 CPU cores.
+# Models of more than 1M prunable weights: their masks are not built (below).
 _BIG = {"conv2", "conv4", "conv6", "resnet18"}
 _BIG |= {n for n in models.MODELS if n.startswith("vgg")}
 # Cheaper XLA compiles (as in test_criteria); compiling dominates small models.
@@ -804,24 +804,34 @@ _LABELS = (
 )
 
 
-def _kept_by_allocation(params, apply_fn, shape, model, sparsity, counts_only):
+def _uniform_scores(params, seed):
+    """Host float32 scores uniform in ``[0, 1)``, shaped like ``params`` (abstract).
+
+    Drawn with numpy and passed to the jitted function as arguments: the values
+    are not constants XLA would fold or random bits it would compile.
+    """
+    rng = np.random.default_rng(seed)
+    return jax.tree.map(lambda p: rng.random(p.shape, np.float32), params)
+
+
+def _kept_by_allocation(params, apply_fn, shape, model, scores, sparsity, counts_only):
     """``[7, L]`` kept per layer: every allocation, then two adversarial cases.
 
+    ``params`` are abstract (``ShapeDtypeStruct``: the allocations read shapes
+    and the context, never the values); ``scores`` are concrete, uniform in
+    ``[0, 1)``; adversarially the largest prunable layer scores below every
+    other weight (``global_topk``, and ``like`` with it as reference).
     ``counts_only``: the allocation's checked counts without building the
     masks (the models of more than 1M weights, where the masks dominate the
     test's time; ``mask_from_counts`` keeps exactly these, tested above).
-    Scores are uniform in ``[0, 1)``; adversarially the largest prunable layer
-    scores below every other weight (``global_topk``, and ``like`` with it as
-    reference).
+    Otherwise the seven masks are built by one ``vmap`` of ``mask_from_counts``
+    over the seven (scores, counts) pairs (one compiled per-layer top-k, not
+    seven), and their kept weights counted.
     """
-    leaves, treedef = jax.tree.flatten(params)
-    keys = jax.random.split(jax.random.key(1), len(leaves))
-    uniform = [
-        jax.random.uniform(k, p.shape) for k, p in zip(keys, leaves, strict=True)
-    ]
+    leaves, treedef = jax.tree.flatten(scores)
     big = int(np.argmax([math.prod(p.shape) if p.ndim >= 2 else -1 for p in leaves]))
-    low = [x - 2.0 if i == big else x for i, x in enumerate(uniform)]
-    scores, low = jax.tree.unflatten(treedef, uniform), jax.tree.unflatten(treedef, low)
+    low = [x - 2.0 if i == big else x for i, x in enumerate(leaves)]
+    low = jax.tree.unflatten(treedef, low)
     batch = {"image": jnp.zeros((1, *shape)), "label": jnp.zeros((1,), jnp.int32)}
     ctx = _ctx(params, batch, apply_fn)
     configs = [
@@ -833,37 +843,40 @@ def _kept_by_allocation(params, apply_fn, shape, model, sparsity, counts_only):
         (allocation.global_topk(), low),
         (allocation.like(_returns(low)), scores),
     ]
-    rows = []
-    for alloc, sc in configs:
-        counts = allocation.check_counts(alloc(sc, sparsity, ctx), ctx, sparsity)
-        if counts_only:
-            rows.append(counts)
-            continue
-        mask = allocation.mask_from_counts(sc, counts)
+    counts = jnp.stack(
+        [
+            allocation.check_counts(alloc(sc, sparsity, ctx), ctx, sparsity)
+            for alloc, sc in configs
+        ]
+    )
+    if counts_only:
+        return counts
+
+    def kept(sc, c):
+        mask = allocation.mask_from_counts(sc, c)
         leaves = masks._prunable_mask_leaves(mask, masks.is_prunable)
-        rows.append(jnp.stack([jnp.sum(m, dtype=jnp.int32) for _, m in leaves]))
-    return jnp.stack(rows)
+        return jnp.stack([jnp.sum(m, dtype=jnp.int32) for _, m in leaves])
+
+    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *[sc for _, sc in configs])
+    return jax.vmap(kept)(stacked, counts)
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param(n, marks=pytest.mark.slow) if n in _BIG else n
-        for n in sorted(models.MODELS)
-    ],
-)
+@pytest.mark.parametrize("name", sorted(models.MODELS))
 def test_no_allocation_leaves_a_layer_empty_on_any_model(name, lenet_model):
     params, apply_fn, shape = _abstract_model(name)
     sizes = allocation.layer_sizes(params)
     assert (name in _BIG) == (sizes.sum() > 1_000_000)
+    scores = _uniform_scores(params, seed=1)
     fn = jax.jit(  # one compilation per model for both sparsities
-        lambda s: _kept_by_allocation(
-            params, apply_fn, shape, lenet_model, s, name in _BIG
+        lambda sc, s: _kept_by_allocation(
+            params, apply_fn, shape, lenet_model, sc, s, name in _BIG
         ),
+        # Large models: default options (the unoptimised counting passes over
+        # their millions of scores would cost more than the compile saves).
         compiler_options=None if name in _BIG else _FAST,
     )
     for sparsity in (0.99, 0.999):
-        kept = np.asarray(fn(jnp.float32(sparsity)))
+        kept = np.asarray(fn(scores, jnp.float32(sparsity)))
         assert kept.shape == (len(_LABELS), len(sizes))
         for label, row in zip(_LABELS, kept, strict=True):
             assert row.min() >= 1, (label, sparsity, row)

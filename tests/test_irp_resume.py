@@ -11,6 +11,15 @@ again until it completes. Every history field but the wall-clock ``seconds`` and
 compilation cache (only the reference run compiles) and the scenarios run two at
 a time. ``pytest -s`` prints where every kill landed.
 
+``make test`` runs one scenario per distinct failure point: killed in training
+(mid-round), inside Orbax's write (mid-checkpoint), after the last save (nothing
+left to train: the final state comes from the checkpoint) and five kills in a
+row (start-up, end of a save before its rename, training, start of a save, and
+again inside that save over its stale ``.tmp``). The near-duplicates (killed at
+the start of a save, as in the five kills; between two rounds, the complete-
+checkpoint resume every scenario goes through) are marked ``extended``
+(``make test-extended``). Only the scenarios of the selected tests run.
+
 A deliberately broken resume (counts not restored) or a non-atomic save (written
 in place) makes these tests fail.
 """
@@ -113,11 +122,7 @@ class Kill:
 
 
 SCENARIOS = {
-    "save_start_r0": [Kill("tmp", 0)],
-    "mid_save_r2": [Kill("tmp", 2, after=0.02)],
-    "training_r1": [Kill("done", 0, after=0.08)],
-    "between_r1_r2": [Kill("done", 1)],
-    "after_last_save": [Kill("done", NUM_ROUNDS - 1)],
+    # The longest first: two workers, 6 driver starts each (see ``outcomes``).
     "five_kills_in_a_row": [
         Kill("start", after=1.5),  # startup, compilation or round 0
         Kill("state"),  # end of a save (after Orbax, before the rename)
@@ -125,7 +130,14 @@ SCENARIOS = {
         Kill("tmp"),  # start of the next save
         Kill("tmp", after=0.02),  # inside Orbax, same save (stale .tmp left)
     ],
+    "save_start_r0": [Kill("tmp", 0)],
+    "mid_save_r2": [Kill("tmp", 2, after=0.02)],
+    "training_r1": [Kill("done", 0, after=0.08)],
+    "between_r1_r2": [Kill("done", 1)],
+    "after_last_save": [Kill("done", NUM_ROUNDS - 1)],
 }
+# Near-duplicates of the others' failure points: ``make test-extended`` only.
+EXTENDED = {"save_start_r0", "between_r1_r2"}
 
 
 @pytest.fixture(scope="module")
@@ -282,8 +294,16 @@ def _scenario(name, tmp, env):
 
 
 @pytest.fixture(scope="module")
-def outcomes(tmp_path_factory, env, reference):
-    """Every scenario, two at a time (one driver keeps about one core busy)."""
+def outcomes(request, tmp_path_factory, env, reference):
+    """The selected tests' scenarios, two at a time (one driver keeps about one
+    core busy), in ``SCENARIOS`` order."""
+    test = test_killed_and_resumed_run_is_bitwise_identical.__name__
+    selected = {
+        item.callspec.params["scenario"]
+        for item in request.session.items
+        if getattr(item, "originalname", None) == test
+    }
+    names = [name for name in SCENARIOS if name in selected]
 
     def one(name):
         try:
@@ -292,7 +312,7 @@ def outcomes(tmp_path_factory, env, reference):
             return None, e
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
-        results = dict(zip(SCENARIOS, pool.map(one, SCENARIOS), strict=True))
+        results = dict(zip(names, pool.map(one, names), strict=True))
     landed = [w for r, _ in results.values() if r is not None for w in r[2]]
     kinds = [w.split(" ")[0] for w in landed]
     counts = {k: kinds.count(k) for k in ("save", "training", "between", "none:")}
@@ -304,7 +324,13 @@ def outcomes(tmp_path_factory, env, reference):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("scenario", list(SCENARIOS))
+@pytest.mark.parametrize(
+    "scenario",
+    [
+        pytest.param(n, marks=pytest.mark.extended) if n in EXTENDED else n
+        for n in SCENARIOS
+    ],
+)
 def test_killed_and_resumed_run_is_bitwise_identical(scenario, outcomes, reference):
     result, error = outcomes[scenario]
     if error is not None:

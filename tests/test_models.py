@@ -68,6 +68,13 @@ EXPECTED_PARAMS = {
 }
 
 
+# Cheaper XLA compiles (what jax_disable_most_optimizations sets, as in
+# test_criteria): compiling, not running, dominates these small programs.
+_FAST = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+# One compiled init per (model, input shape) instead of Flax's op-by-op init.
+_init = jax.jit(models.init_params, static_argnums=(1, 2), compiler_options=_FAST)
+
+
 def _shape(name):
     return NATURAL_SHAPES.get(name, CIFAR_SHAPE)
 
@@ -116,10 +123,9 @@ def test_output_shape_and_head(name):
 def test_small_models_forward(key, name):
     init_key, data_key = jax.random.split(key)
     model = models.get_model(name, num_classes=5)
-    params, state = models.init_params(init_key, model, _shape(name))
-    logits = models.make_apply_fn(model, state)(
-        params, _images(data_key, 2, _shape(name))
-    )
+    params, state = _init(init_key, model, _shape(name))
+    apply_fn = jax.jit(models.make_apply_fn(model, state), compiler_options=_FAST)
+    logits = apply_fn(params, _images(data_key, 2, _shape(name)))
     assert logits.shape == (2, 5)
     assert logits.dtype == jnp.float32
     assert bool(jnp.isfinite(logits).all())
@@ -128,7 +134,7 @@ def test_small_models_forward(key, name):
 @pytest.mark.parametrize("input_shape", [(28, 28, 1), (32, 32, 3)])
 def test_lenet5_works_on_mnist_and_cifar_shapes(key, input_shape):
     model = models.get_model("lenet5")
-    params, _ = models.init_params(key, model, input_shape)
+    params, _ = _init(key, model, input_shape)
     first_dense = params["Dense_0"]["kernel"].shape[0]
     assert first_dense == {(28, 28, 1): 400, (32, 32, 3): 576}[input_shape]
     logits = models.make_apply_fn(model)(params, _images(key, 2, input_shape))
@@ -155,7 +161,7 @@ def test_batch_stats_are_state_not_params(name):
 
 def test_resnet_inference_deterministic_and_jittable(key):
     model = models.get_model("resnet20")
-    params, state = models.init_params(key, model, (16, 16, 3))
+    params, state = _init(key, model, (16, 16, 3))
     x = _images(key, 4, (16, 16, 3))
     apply_fn = models.make_apply_fn(model, state)
     first = apply_fn(params, x)
@@ -169,7 +175,7 @@ def test_resnet_inference_deterministic_and_jittable(key):
 
 def test_resnet_train_mode_uses_batch_statistics(key):
     model = models.get_model("resnet20")
-    params, state = models.init_params(key, model, (16, 16, 3))
+    params, state = _init(key, model, (16, 16, 3))
     x = 3.0 + 2.0 * _images(key, 4, (16, 16, 3))
     infer = models.make_apply_fn(model, state)(params, x)
     train_fn = models.make_apply_fn(model, state, train=True)
@@ -182,7 +188,7 @@ def test_resnet_train_mode_uses_batch_statistics(key):
 
 def test_train_flag_is_ignored_without_batch_norm(key):
     model = models.get_model("lenet5")
-    params, state = models.init_params(key, model, (28, 28, 1))
+    params, state = _init(key, model, (28, 28, 1))
     x = _images(key, 2, (28, 28, 1))
     np.testing.assert_array_equal(
         models.make_apply_fn(model, state, train=True)(params, x),
@@ -192,7 +198,7 @@ def test_train_flag_is_ignored_without_batch_norm(key):
 
 def test_missing_state_for_batch_norm_inference_raises(key):
     model = models.get_model("resnet20")
-    params, _ = models.init_params(key, model, (16, 16, 3))
+    params, _ = _init(key, model, (16, 16, 3))
     with pytest.raises(ValueError, match="model_state"):
         models.make_apply_fn(model)(params, _images(key, 2, (16, 16, 3)))
 
@@ -203,7 +209,7 @@ def test_missing_state_for_batch_norm_inference_raises(key):
 def test_grad_through_apply_fn(key, name, train):
     input_shape = _shape(name) if name == "lenet300_100" else (16, 16, 3)
     model = models.get_model(name)
-    params, state = models.init_params(key, model, input_shape)
+    params, state = _init(key, model, input_shape)
     apply_fn = models.make_apply_fn(model, state, train=train)
     x = _images(key, 4, input_shape)
 
@@ -246,18 +252,19 @@ def test_invalid_architecture_fields_raise(key):
 def test_fast_conv_grad_gives_same_params_outputs_and_gradients(name, input_shape):
     plain = models.get_model(name)
     fast = models.get_model(name, fast_conv_grad=True)
-    params, state = models.init_params(jax.random.key(0), plain, input_shape)
-    fast_params, _ = models.init_params(jax.random.key(0), fast, input_shape)
+    params, state = _init(jax.random.key(0), plain, input_shape)
+    fast_params, _ = _init(jax.random.key(0), fast, input_shape)
     chex.assert_trees_all_equal(fast_params, params)
     x = jax.random.normal(jax.random.key(1), (2, *input_shape))
 
-    def loss(model):
+    def grad(model):  # jitted: one compile, not the op-by-op custom VJP
         apply_fn = models.make_apply_fn(model, state, train=True)
-        return lambda p: (apply_fn(p, x) ** 2).sum()
+        loss = lambda p: (apply_fn(p, x) ** 2).sum()  # noqa: E731
+        return jax.jit(jax.grad(loss), compiler_options=_FAST)
 
     chex.assert_trees_all_close(
-        jax.grad(loss(fast))(params),
-        jax.grad(loss(plain))(params),
+        grad(fast)(params),
+        grad(plain)(params),
         rtol=2e-4,
         atol=2e-5,
     )

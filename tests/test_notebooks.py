@@ -5,9 +5,14 @@ the repository root (as a reader would run it); any cell that raises fails the
 test. The checks on the outputs are about plumbing (every method trained, masks
 at the requested sparsity, the committed IRP labels read back), never about
 accuracy at these budgets.
+
+The selected notebooks run at the same time, one kernel each, in a module
+fixture (a kernel keeps about one core busy); each test then checks its own
+notebook's outputs, or re-raises what stopped it.
 """
 
 import ast
+import asyncio
 import collections
 import pathlib
 import re
@@ -30,23 +35,25 @@ needs_fashion_mnist = pytest.mark.skipif(
 )
 
 
-def execute(name: str, monkeypatch: pytest.MonkeyPatch) -> tuple[str, int]:
-    """Runs ``notebooks/<name>`` in tiny mode; returns its text and image count.
+def _client(name: str):
+    """A kernel client for ``notebooks/<name>`` with its code outputs cleared.
 
     The notebook on disk is not modified (it keeps its committed outputs).
     """
-    monkeypatch.setenv("AUTOSPARSE_NOTEBOOK_TINY", "1")  # read by the kernel
     nb = nbformat.read(NOTEBOOKS / name, as_version=4)
     for cell in nb.cells:  # outputs seen below are this run's, not committed ones
         if cell.cell_type == "code":
             cell.outputs = []
-    client = nbclient.NotebookClient(
+    return nbclient.NotebookClient(
         nb,
         timeout=600,
         kernel_name="python3",
         resources={"metadata": {"path": str(REPO)}},
     )
-    client.execute()  # raises CellExecutionError if any cell raised
+
+
+def _outputs(nb) -> tuple[str, int]:
+    """An executed notebook's stdout text and image count."""
     texts, images = [], 0
     for cell in nb.cells:
         for out in cell.get("outputs", []):
@@ -55,6 +62,52 @@ def execute(name: str, monkeypatch: pytest.MonkeyPatch) -> tuple[str, int]:
                 texts.append(out.text)
             images += "image/png" in out.get("data", {})
     return "".join(texts), images
+
+
+async def _execute_all(names: list[str]) -> dict:
+    """Runs the notebooks concurrently; ``name -> (text, images) or exception``."""
+
+    async def one(name):
+        try:
+            client = _client(name)
+            await client.async_execute()  # raises CellExecutionError if a cell raised
+            return _outputs(client.nb)
+        except Exception as e:  # Re-raised by that notebook's test.
+            return e
+
+    results = await asyncio.gather(*(one(name) for name in names))
+    return dict(zip(names, results, strict=True))
+
+
+NOTEBOOK_OF = {  # test -> the notebook it executes
+    "test_quickstart_runs_in_tiny_mode": "01_quickstart.ipynb",
+    "test_what_autos_learned_runs_in_tiny_mode": "02_what_autos_learned.ipynb",
+    "test_your_model_runs_in_tiny_mode": "03_your_model.ipynb",
+}
+
+
+@pytest.fixture(scope="module")
+def executed(request):
+    """``name -> (text, images) or exception`` of every notebook whose test is
+    selected and not skipped, all run at once in tiny mode."""
+    names = [
+        NOTEBOOK_OF[item.originalname]
+        for item in request.session.items
+        if item.module is request.module
+        and item.originalname in NOTEBOOK_OF
+        and not any(m.args[0] for m in item.iter_markers("skipif"))
+    ]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AUTOSPARSE_NOTEBOOK_TINY", "1")  # read by the kernels
+        return asyncio.run(_execute_all(names))
+
+
+def execute(name: str, executed: dict) -> tuple[str, int]:
+    """``notebooks/<name>``'s text and image count from its tiny-mode run."""
+    result = executed[name]
+    if isinstance(result, BaseException):
+        raise result
+    return result
 
 
 def table_rows(text: str, names: list[str]) -> dict[str, list[str]]:
@@ -69,8 +122,8 @@ def table_rows(text: str, names: list[str]) -> dict[str, list[str]]:
 
 @pytest.mark.slow
 @needs_fashion_mnist
-def test_quickstart_runs_in_tiny_mode(monkeypatch):
-    text, images = execute("01_quickstart.ipynb", monkeypatch)
+def test_quickstart_runs_in_tiny_mode(executed):
+    text, images = execute("01_quickstart.ipynb", executed)
     assert "TINY=True" in text
     still_zero = re.search(
         r"^pruned weights still zero after training: (.*)$", text, re.M
@@ -89,8 +142,8 @@ def test_quickstart_runs_in_tiny_mode(monkeypatch):
 @pytest.mark.slow
 @needs_fashion_mnist
 @pytest.mark.skipif(not IRP_LABELS.exists(), reason=f"{IRP_LABELS} missing")
-def test_what_autos_learned_runs_in_tiny_mode(monkeypatch):
-    text, images = execute("02_what_autos_learned.ipynb", monkeypatch)
+def test_what_autos_learned_runs_in_tiny_mode(executed):
+    text, images = execute("02_what_autos_learned.ipynb", executed)
     assert "TINY=True" in text
     # (a) on the committed labels |w0| predicts survival; |g0| alone does not.
     spearman = table_rows(text, ["|w0|", "|g0|"])
@@ -110,8 +163,8 @@ def test_what_autos_learned_runs_in_tiny_mode(monkeypatch):
 
 
 @pytest.mark.slow
-def test_your_model_runs_in_tiny_mode(monkeypatch):
-    text, images = execute("03_your_model.ipynb", monkeypatch)
+def test_your_model_runs_in_tiny_mode(executed):
+    text, images = execute("03_your_model.ipynb", executed)
     assert "TINY=True" in text
     assert images == 2  # the example images, and accuracy with per-layer densities
     sparsities = ast.literal_eval(re.search(r"SPARSITIES=(\(.*?\))", text).group(1))

@@ -9,6 +9,11 @@ commit 1d7f07c (the script needs the old API, so it was removed with it).
 Each is rebuilt here with ``criteria.prune_at_init(..., allocation=...)``;
 all are bitwise identical
 except 100-round SynFlow with the old layerwise scope (see the test).
+
+The cases of one criterion score the same dense network with the same key, so
+its scores are computed by the criterion once per module and shared
+(``_memoized``; the criteria are deterministic for a key,
+``test_criteria_conformance``); the allocation and the mask are built per case.
 """
 
 import hashlib
@@ -86,6 +91,35 @@ def _fixed_key(criterion, key):
     return scored
 
 
+@pytest.fixture(scope="module")
+def scores_cache():
+    return {}
+
+
+def _memoized(criterion, cache, name):
+    """``criterion``, computing the scores of a dense network once per ``name``
+    and key; a traced call (a round of several) or a pruned mask is scored anew.
+
+    Takes and passes on ``prunable`` as ``compute_scores`` would.
+    """
+
+    def scored(key, params, batch, *, apply_fn, mask, prunable=masks.is_prunable):
+        kwargs = al.criterion_kwargs(criterion, prunable)
+        leaves = [key, *jax.tree.leaves(mask)]
+        if not all(masks._is_concrete(x) for x in leaves) or not all(
+            bool(np.all(m)) for m in leaves[1:]
+        ):
+            return criterion(key, params, batch, apply_fn=apply_fn, mask=mask, **kwargs)
+        entry = (name, np.asarray(jax.random.key_data(key)).tobytes(), prunable)
+        if entry not in cache:
+            cache[entry] = criterion(
+                key, params, batch, apply_fn=apply_fn, mask=mask, **kwargs
+            )
+        return cache[entry]
+
+    return scored
+
+
 def _cases():
     for s in SPARSITIES:
         for name in criteria.CRITERIA:
@@ -105,7 +139,7 @@ def test_every_legacy_case_is_recorded():
 
 
 @pytest.mark.parametrize("case", sorted(_cases()))
-def test_new_path_reproduces_the_legacy_mask(case, lenet):
+def test_new_path_reproduces_the_legacy_mask(case, lenet, scores_cache):
     params, apply_fn, batch = lenet
     key = jax.random.key(2)
     path, *parts, s = case.split("/")
@@ -118,19 +152,23 @@ def test_new_path_reproduces_the_legacy_mask(case, lenet):
         # The old path gave round r the key fold_in(key, r), one round too.
         key = jax.random.fold_in(key, 0) if rounds == 1 else key
         alloc = al.global_topk(min_per_layer=0) if scope == "global" else al.uniform()
+        scored_by = f"{path}/{name}"
     elif path == "allocate":
         name, a = parts
         crit = _fixed_key(criteria.CRITERIA[name], key)  # scored with key itself
         alloc = ALLOCATIONS[a]
+        scored_by = f"{path}/{name}"
     else:
         normalization, a, scope = parts
         crit = scorer.as_criterion(_scorer(normalization))
+        scored_by = f"{path}/{normalization}"
         if a == "None":
             alloc = (
                 al.global_topk(min_per_layer=0) if scope == "global" else al.uniform()
             )
         else:
             alloc = ALLOCATIONS[a]
+    crit = _memoized(crit, scores_cache, scored_by)
     mask = criteria.prune_at_init(
         key, crit, params, batch, apply_fn=apply_fn, sparsity=s,
         allocation=alloc, num_rounds=rounds,
