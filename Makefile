@@ -41,12 +41,15 @@ demo: $(VENV)/.installed-demo fashion-mnist
 
 # Test targets (markers in pyproject.toml):
 #   make test           ruff, then every test but the `extended` ones: every property,
-#                       the `slow` tests included (about 5 minutes on 2 CPU cores).
-#   make test-fast      ruff, then neither `slow` nor `extended`: the inner loop
-#                       (a minute or two).
+#                       the `slow` tests included.
+#   make test-fast      ruff, then neither `slow` (notebooks, SIGKILL-and-resume,
+#                       experiment scripts end to end) nor `extended`: the inner loop.
+#                       TESTS=tests/test_masks.py (files or node ids) narrows it.
 #   make test-extended  only the `extended` tests: near-duplicates of `make test`'s
-#                       (more SIGKILL points of the IRP resume tests). .ci/run runs
-#                       them after `make test` if time allows.
+#                       (two more SIGKILL points of the IRP resume tests). .ci/run
+#                       runs them after `make test` if time allows.
+TESTS ?=
+
 test: $(VENV)/.installed-test fashion-mnist
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
@@ -55,7 +58,7 @@ test: $(VENV)/.installed-test fashion-mnist
 test-fast: $(VENV)/.installed-test fashion-mnist
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -q -m "not slow and not extended"
+	$(PY) -m pytest -q -m "not slow and not extended" $(TESTS)
 
 test-extended: $(VENV)/.installed-test fashion-mnist
 	$(PY) -m pytest -q -m extended

@@ -12,13 +12,15 @@ compilation cache (only the reference run compiles) and the scenarios run two at
 a time. ``pytest -s`` prints where every kill landed.
 
 ``make test`` runs one scenario per distinct failure point: killed in training
-(mid-round), inside Orbax's write (mid-checkpoint), after the last save (nothing
-left to train: the final state comes from the checkpoint) and five kills in a
-row (start-up, end of a save before its rename, training, start of a save, and
-again inside that save over its stale ``.tmp``). The near-duplicates (killed at
-the start of a save, as in the five kills; between two rounds, the complete-
-checkpoint resume every scenario goes through) are marked ``extended``
-(``make test-extended``). Only the scenarios of the selected tests run.
+(mid-round), inside Orbax's write (mid-checkpoint), right after the last save
+(between rounds with nothing left to train: the final state comes from the
+checkpoint) and five kills in a row (start-up, end of a save before its rename,
+training, start of a save, and again inside that save over its stale ``.tmp``).
+The near-duplicates are marked ``extended`` (``make test-extended``): killed at
+the start of round 0's save (the five kills' fourth point, with no complete
+checkpoint yet) and right after round 1's save (the between-rounds point of
+``after_last_save``, with rounds left to train as in ``training_r1``). Only the
+scenarios of the selected tests run.
 
 A deliberately broken resume (counts not restored) or a non-atomic save (written
 in place) makes these tests fail.
