@@ -29,14 +29,15 @@ def _setup(num=64):
     return model, params, train.to_device(dataset)
 
 
-def _run(config, checkpoint_dir=None, **kwargs):
+def _run(config, checkpoint_dir=None, optimizer=None, **kwargs):
     model, params, dataset = _setup()
+    optimizer = optimizer or train.sgd(0.1, momentum=0.9)
     return irp.irp(
         jax.random.key(1),
         params,
         dataset,
         model=model,
-        optimizer=train.sgd(0.1, momentum=0.9),
+        optimizer=optimizer,
         config=config,
         eval_data=dataset,
         preprocess=PREPROCESS,
@@ -381,34 +382,18 @@ def test_snip_scores_with_preprocess_equal_the_hand_computed_scores():
     assert_trees_all_equal(got, expected)
 
 
-def _run_with(optimizer, config, checkpoint_dir=None, **kwargs):
-    model, params, dataset = _setup()
-    return irp.irp(
-        jax.random.key(1),
-        params,
-        dataset,
-        model=model,
-        optimizer=optimizer,
-        config=config,
-        preprocess=PREPROCESS,
-        checkpoint_dir=checkpoint_dir,
-        progress=False,
-        **kwargs,
-    )
-
-
 def test_diverged_round_stops_the_run_and_is_not_checkpointed(tmp_path):
     config = dataclasses.replace(CONFIG, num_rounds=2)
     healthy, huge = train.sgd(0.1, momentum=0.9), train.sgd(1e6, momentum=0.9)
-    _run_with(healthy, config, checkpoint_dir=tmp_path)
+    _run(optimizer=healthy, config=config, checkpoint_dir=tmp_path)
     shutil.rmtree(tmp_path / "round_01")  # resume at round 1 with a huge lr
     seen = []
     with pytest.raises(
         irp.DivergedError, match=r"round 1 diverged.*rounds 0-0 are checkpointed"
     ) as info:
-        _run_with(
-            huge,
-            config,
+        _run(
+            optimizer=huge,
+            config=config,
             checkpoint_dir=tmp_path,
             callback=lambda r, row: seen.append(r),
         )
@@ -420,5 +405,5 @@ def test_diverged_round_stops_the_run_and_is_not_checkpointed(tmp_path):
     assert last["diverged"] is True and not np.isfinite(last["train_loss"])
     assert "diverged" not in info.value.history[0]
     # The directory still resumes, e.g. with a sane optimizer.
-    result = _run_with(healthy, config, checkpoint_dir=tmp_path)
+    result = _run(optimizer=healthy, config=config, checkpoint_dir=tmp_path)
     assert len(result.history) == 2 and np.isfinite(result.history[-1]["train_loss"])
