@@ -40,13 +40,17 @@ _TINY = 1e-30
 class WeightInputs(NamedTuple):
     """Traced scalars of one weight at initialisation (each of shape ``()``).
 
-    Inputs a feature set does not read are zeros (not computed).
+    ``ahead`` is the weight after a few training steps from initialisation
+    (``lookahead.train_ahead``); the mask built from it still applies to the
+    initial weights. Inputs a feature set does not read are zeros (not
+    computed).
     """
 
     weight: jax.Array
     grad: jax.Array
     hess_grad: jax.Array
     synflow: jax.Array
+    ahead: jax.Array
 
 
 FeatureFn = Callable[[WeightInputs, LeafContext], jax.Array]
@@ -120,6 +124,18 @@ def log_synflow(x: WeightInputs, ctx: LeafContext) -> jax.Array:
     return jnp.log(jnp.maximum(x.synflow, _TINY))[None]
 
 
+def ahead_weight(x: WeightInputs, ctx: LeafContext) -> jax.Array:
+    """``[w_k]``: the weight after the look-ahead steps."""
+    del ctx
+    return x.ahead[None]
+
+
+def ahead_growth(x: WeightInputs, ctx: LeafContext) -> jax.Array:
+    """``[|w_k| - |w0|]``: how much the weight grew in the look-ahead steps."""
+    del ctx
+    return (jnp.abs(x.ahead) - jnp.abs(x.weight))[None]
+
+
 def layer_shape(x: WeightInputs, ctx: LeafContext) -> jax.Array:
     """``[log fan_in, log fan_out]`` of the weight's layer."""
     del x
@@ -144,6 +160,7 @@ FEATURE_SETS: Mapping[str, tuple[FeatureFn, ...]] = MappingProxyType(
             layer_shape,
             relative_depth,
         ),
+        "lookahead": (initial_weight, initial_grad, ahead_weight, ahead_growth),
     }
 )
 """Read-only: feature set name -> per-weight feature functions."""
@@ -161,12 +178,14 @@ FEATURE_NAMES: Mapping[str, tuple[str, ...]] = MappingProxyType(
             "log fan_out",
             "relative depth",
         ),
+        "lookahead": ("w0", "g0", "wk", "|wk|-|w0|"),
     }
 )
 """Read-only: feature set name -> column names."""
 
 _NEEDS_HESS_GRAD = (grasp_term,)
 _NEEDS_SYNFLOW = (log_synflow,)
+_NEEDS_AHEAD = (ahead_weight, ahead_growth)
 
 
 # ------------------------------------------------------------ computation
@@ -215,6 +234,7 @@ def compute_features(
     feature_set: str = "paper",
     gradient: Gradient = "mean",
     normalization: Normalization = "none",
+    ahead_params: Params | None = None,
     prunable: PrunableFn = masks.is_prunable,
 ) -> Features:
     """Features of every weight at initialisation, parallel to ``params``.
@@ -234,6 +254,9 @@ def compute_features(
       gradient: ``"mean"`` or ``"sum"`` over the batches. Static.
       normalization: ``"none"``, ``"network"`` or ``"layer"`` (see
         ``FeatureConfig``). Static.
+      ahead_params: the params after a few training steps from ``params``
+        (``lookahead.train_ahead``), for the feature sets that read them
+        (``"lookahead"``); ignored by the others.
       prunable: predicate ``(path, leaf) -> bool``. Static.
 
     Returns:
@@ -241,7 +264,8 @@ def compute_features(
       that are not prunable (they are never scored).
 
     Raises:
-      ValueError: on an unknown option or uint8 images.
+      ValueError: on an unknown option, uint8 images, or a look-ahead feature
+        set without ``ahead_params``.
 
     Example:
       >>> feats = compute_features(params, batches, apply_fn=apply_fn)
@@ -252,6 +276,20 @@ def compute_features(
         feature_set=feature_set, gradient=gradient, normalization=normalization
     )
     fns = FEATURE_SETS[config.feature_set]
+    if any(f in _NEEDS_AHEAD for f in fns):
+        if ahead_params is None:
+            raise ValueError(
+                f"feature set {feature_set!r} reads the weights after a few "
+                "training steps; pass ahead_params=lookahead.train_ahead(...)."
+            )
+        if jax.tree.structure(ahead_params) != jax.tree.structure(params):
+            raise ValueError(
+                "ahead_params must be a tree like params (the same network "
+                "after the look-ahead steps), got another structure."
+            )
+        ahead = ahead_params
+    else:
+        ahead = jax.tree.map(jnp.zeros_like, params)
     stacked = criteria._stacked(batches)
     contexts = layer_contexts(
         params,
@@ -278,7 +316,7 @@ def compute_features(
             prunable=prunable,
         )
     leaves, treedef = jax.tree.flatten(params)
-    columns = [jax.tree.leaves(t) for t in (params, grad, hess_grad, synflow)]
+    columns = [jax.tree.leaves(t) for t in (params, grad, hess_grad, synflow, ahead)]
     chosen = [i for i, c in enumerate(contexts) if c is not None]
     inputs = _normalize(
         [WeightInputs(*(col[i] for col in columns)) for i in chosen], normalization

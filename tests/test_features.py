@@ -335,7 +335,10 @@ def test_stack_features_without_prunable_leaves_raises(tiny_params):
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"feature_set": "bogus"}, "feature_set must be one of ('paper', 'extended')"),
+        (
+            {"feature_set": "bogus"},
+            "feature_set must be one of ('paper', 'extended', 'lookahead')",
+        ),
         (
             {"normalization": "batch"},
             "normalization must be one of ('none', 'network', 'layer')",
@@ -352,6 +355,37 @@ def test_unknown_options_raise(kwargs, message, tiny_params, tiny_batch, tiny_ap
         features.FeatureConfig(**kwargs)
 
 
+def test_lookahead_features_match_their_definitions(
+    tiny_params, tiny_batch, tiny_apply_fn
+):
+    ahead = jax.tree.map(lambda p: 1.5 * p - 0.1, tiny_params)
+    feats = compute(
+        tiny_params, tiny_batch, apply_fn=tiny_apply_fn, feature_set="lookahead",
+        ahead_params=ahead,
+    )  # fmt: skip
+    paper = compute(tiny_params, tiny_batch, apply_fn=tiny_apply_fn)
+    w0, wk = tiny_params["Dense_0"]["kernel"], ahead["Dense_0"]["kernel"]
+    f = feats["Dense_0"]["kernel"]
+    assert features.FeatureConfig(feature_set="lookahead").names == (
+        "w0", "g0", "wk", "|wk|-|w0|",
+    )  # fmt: skip
+    np.testing.assert_array_equal(f[..., :2], paper["Dense_0"]["kernel"])
+    np.testing.assert_array_equal(f[..., 2], wk)
+    np.testing.assert_allclose(f[..., 3], jnp.abs(wk) - jnp.abs(w0), rtol=1e-6)
+
+
+def test_lookahead_features_need_ahead_params_like_params(
+    tiny_params, tiny_batch, tiny_apply_fn
+):
+    kwargs = {"apply_fn": tiny_apply_fn, "feature_set": "lookahead"}
+    with pytest.raises(ValueError, match="pass ahead_params=lookahead.train_ahead"):
+        features.compute_features(tiny_params, tiny_batch, **kwargs)
+    with pytest.raises(ValueError, match="a tree like params"):
+        features.compute_features(
+            tiny_params, tiny_batch, ahead_params={"Dense_0": {}}, **kwargs
+        )
+
+
 def test_uint8_images_raise(tiny_params, tiny_batch, tiny_apply_fn):
     batch = {**tiny_batch, "image": jnp.zeros((8, *INPUT_SHAPE), jnp.uint8)}
     with pytest.raises(ValueError, match="preprocessed float images"):
@@ -359,7 +393,9 @@ def test_uint8_images_raise(tiny_params, tiny_batch, tiny_apply_fn):
 
 
 def test_num_features_rejects_unknown_set():
-    with pytest.raises(ValueError, match=re.escape("('paper', 'extended')")):
+    with pytest.raises(
+        ValueError, match=re.escape("('paper', 'extended', 'lookahead')")
+    ):
         features.num_features("bogus")
 
 
