@@ -343,6 +343,40 @@ def synflow(
     )
 
 
+def rank_matched(
+    params: Params, scores: Scores, *, prunable: PrunableFn = masks.is_prunable
+) -> Params:
+    """Each prunable leaf's magnitudes re-dealt in the order of ``scores``.
+
+    Inside every prunable leaf, the weight with the ``i``-th largest score gets
+    the ``i``-th largest ``|w|`` of that leaf, so each layer keeps its
+    distribution of magnitudes and only which weight holds which changes
+    (ties broken by index). SynFlow on the result (``prune_at_init(key,
+    synflow, rank_matched(params, scores), ...)``) keeps SynFlow's paths and
+    its layer balance while ranking inside layers by ``scores``; with
+    ``scores = |params|`` it is SynFlow itself. Leaves ``prunable`` does not
+    select are returned unchanged. The mask it makes applies to ``params``.
+
+    Example:
+      >>> ranked = rank_matched(params, learned_scores)
+      >>> mask = prune_at_init(key, synflow, ranked, batch, apply_fn=apply_fn,
+      ...                      sparsity=0.99, num_rounds=100)
+    """
+
+    def deal(path, p, s):
+        if not prunable(path, p):
+            return p
+        order = jnp.argsort(s.ravel(), stable=True)
+        ranks = (
+            jnp.zeros(order.shape, jnp.int32)
+            .at[order]
+            .set(jnp.arange(order.size, dtype=jnp.int32))
+        )
+        return jnp.sort(jnp.abs(p).ravel())[ranks].reshape(p.shape)
+
+    return jax.tree_util.tree_map_with_path(deal, params, scores)
+
+
 CRITERIA: Mapping[str, Criterion] = MappingProxyType(
     {
         "random": random,

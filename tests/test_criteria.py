@@ -1002,3 +1002,39 @@ def test_shuffle_within_layers_honours_the_predicate(key):
     assert int(shuffled["Dense_0"]["kernel"].sum()) == 200
     default = criteria.shuffle_within_layers(key, mask)
     assert not np.array_equal(default["head"]["kernel"], mask["head"]["kernel"])
+
+
+# ------------------------------------------------------------- rank_matched
+
+
+def test_rank_matched_deals_each_layers_magnitudes_by_score_hand_case():
+    params = {
+        "Dense_0": {
+            "kernel": jnp.array([[1.0, -3.0], [2.0, 0.5]]),
+            "bias": jnp.array([7.0, -1.0]),
+        }
+    }
+    scores = {
+        "Dense_0": {
+            "kernel": jnp.array([[0.1, 0.4], [0.3, 0.2]]),
+            "bias": jnp.array([9.0, 8.0]),
+        }
+    }
+    out = criteria.rank_matched(params, scores)
+    # |w| sorted: 0.5, 1, 2, 3; score ranks: 0.1 < 0.2 < 0.3 < 0.4.
+    np.testing.assert_array_equal(out["Dense_0"]["kernel"], [[0.5, 3.0], [2.0, 1.0]])
+    np.testing.assert_array_equal(out["Dense_0"]["bias"], [7.0, -1.0])  # not prunable
+
+
+def test_rank_matched_by_magnitude_is_synflow_itself(
+    tiny_params, tiny_batch, tiny_apply_fn
+):
+    ranked = criteria.rank_matched(tiny_params, jax.tree.map(jnp.abs, tiny_params))
+    kwargs = {"apply_fn": tiny_apply_fn, "sparsity": 0.7, "num_rounds": 5}
+    key = jax.random.key(0)
+    assert_trees_all_equal(
+        criteria.prune_at_init(key, criteria.synflow, ranked, tiny_batch, **kwargs),
+        criteria.prune_at_init(
+            key, criteria.synflow, tiny_params, tiny_batch, **kwargs
+        ),
+    )
