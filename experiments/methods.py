@@ -15,6 +15,8 @@ network and the params to train under it. Names:
   ``erk``, ``uniform``, ``snip``, ``learned``, or ``irp``: the source run's
   own per-layer densities) and the ranking inside each layer from a criterion
   or ``autos``;
+* the AutoS variants and their references of ``experiments.variants``
+  (``autos_paths``, ``autos_lookahead``, ...);
 * ``<method>_shuffled`` (the mask permuted within every layer: random pruning
   at the method's per-layer densities) and ``<method>_reinit`` (the mask on
   freshly initialised weights): sanity checks of any method.
@@ -32,7 +34,7 @@ import jax.numpy as jnp
 
 from autosparse_jax import allocation as al
 from autosparse_jax import criteria, data, evaluation, irp, masks, models
-from experiments import common
+from experiments import common, variants
 
 MaskFn = Callable[[common.Target, float, Any], tuple[Any, Any] | None]
 SANITY_CHECKS = ("shuffled", "reinit")
@@ -205,6 +207,7 @@ METHODS: dict[str, MaskFn] = {
     "autos_global": autos_global,
     "autos_learned": autos_learned,
     "irp": irp_round,
+    **variants.VARIANTS,
 }
 """The methods known by plain name (see the module docstring for the rest)."""
 
