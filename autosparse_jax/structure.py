@@ -6,7 +6,9 @@ signal reaches (they are trained for nothing). ``effective_mask`` keeps the
 weights that lie on at least one path; ``summary`` counts them and the dead
 units; ``first_layer`` and ``plot_first_layer`` show which inputs a mask
 listens to (kept fan-out per input pixel) and how the first layer's units are
-wired (kept fan-in per unit).
+wired (kept fan-in per unit). ``shuffle_keeping_fan_in``,
+``shuffle_keeping_fan_out`` and ``rewire`` (both degrees kept) move a mask's
+weights while keeping one part of its structure, to tell which part matters.
 """
 
 from collections.abc import Mapping, Sequence
@@ -164,8 +166,9 @@ def plot_first_layer(
 
     The left panel is the ``image_shape`` map of ``first_layer``'s fan-out
     (one colour scale for all rows); the right panel plots the first layer's
-    units sorted by kept fan-in, with the alive units and the median fan-in
-    of the alive units in its title.
+    units sorted by kept fan-in, with the units that keep a weight and their
+    median fan-in in its title. Both count kept weights, on a path or not
+    (``summary`` counts the effective ones).
 
     Args:
       named_masks: label -> mask (e.g. ``{"IRP": m1, "SynFlow": m2}``).
@@ -193,7 +196,7 @@ def plot_first_layer(
     ):
         image = ax_map.imshow(fan_out, cmap="viridis", vmin=0, vmax=vmax)
         used = int((fan_out > 0).sum())
-        ax_map.set_title(f"{label}: fan-out per pixel ({used} used)", fontsize=9)
+        ax_map.set_title(f"{label}\nkept fan-out per pixel ({used} used)", fontsize=9)
         ax_map.set_xticks([])
         ax_map.set_yticks([])
         fig.colorbar(image, ax=ax_map, fraction=0.046)
@@ -214,3 +217,86 @@ def plot_first_layer(
     if path is not None:
         fig.savefig(path, dpi=110)
     return fig
+
+
+# ------------------------------------------------- structure-keeping shuffles
+
+
+def _map_kernels(fn, key: jax.Array, mask: Mask, prunable: PrunableFn) -> Mask:
+    """``fn(key_i, kernel)`` on each prunable leaf (its own key), which must
+    be a 2-D dense kernel ``[in, out]``; other leaves are returned as they are."""
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(mask)
+    out = []
+    for i, (path, m) in enumerate(leaves):
+        if not prunable(path, m):
+            out.append(m)
+            continue
+        if m.ndim != 2:
+            raise ValueError(
+                f"{jax.tree_util.keystr(path)} has shape {m.shape}: the "
+                "structure-keeping shuffles take dense kernels [in, out] only."
+            )
+        out.append(fn(jax.random.fold_in(key, i), m))
+    return jax.tree_util.tree_unflatten(treedef, out)
+
+
+def _permute(key: jax.Array, m: jax.Array, axis: int) -> jax.Array:
+    order = jnp.argsort(jax.random.uniform(key, m.shape), axis=axis)
+    return jnp.take_along_axis(jnp.asarray(m), order, axis=axis)
+
+
+def shuffle_keeping_fan_in(
+    key: jax.Array, mask: Mask, *, prunable: PrunableFn = masks.is_prunable
+) -> Mask:
+    """Each unit keeps its number of inputs, drawn anew: every column of each
+    dense kernel ``[in, out]`` is permuted on its own."""
+    return _map_kernels(lambda k, m: _permute(k, m, 0), key, mask, prunable)
+
+
+def shuffle_keeping_fan_out(
+    key: jax.Array, mask: Mask, *, prunable: PrunableFn = masks.is_prunable
+) -> Mask:
+    """Each input keeps its number of outgoing weights, to new units: every row
+    of each dense kernel ``[in, out]`` is permuted on its own."""
+    return _map_kernels(lambda k, m: _permute(k, m, 1), key, mask, prunable)
+
+
+def _swap_edges(key: jax.Array, m: jax.Array, num_swaps: int) -> np.ndarray:
+    seed = np.asarray(jax.random.key_data(key)).ravel().tolist()
+    rng = np.random.default_rng(seed)
+    m = np.array(m, dtype=bool)
+    rows, cols = np.nonzero(m)
+    n = rows.size
+    if n < 2:
+        return m
+    picks = rng.integers(n, size=(num_swaps * n, 2))
+    for a, b in picks:
+        i, j, k, l = rows[a], cols[a], rows[b], cols[b]  # noqa: E741
+        if i == k or j == l or m[i, l] or m[k, j]:
+            continue
+        m[i, j] = m[k, l] = False
+        m[i, l] = m[k, j] = True
+        cols[a], cols[b] = l, j
+    return m
+
+
+def rewire(
+    key: jax.Array,
+    mask: Mask,
+    *,
+    num_swaps: int = 10,
+    prunable: PrunableFn = masks.is_prunable,
+) -> Mask:
+    """Degree-preserving rewiring: every input's fan-out and every unit's
+    fan-in kept, the wiring between them drawn anew (host, NumPy).
+
+    Each dense kernel gets ``num_swaps`` times its kept weights of edge swaps:
+    two kept weights ``(i, j)`` and ``(k, l)`` become ``(i, l)`` and
+    ``(k, j)`` when both are free. A kernel with no free pair (e.g. dense) is
+    returned unchanged.
+    """
+    if not isinstance(num_swaps, int) or num_swaps < 1:
+        raise ValueError(f"num_swaps must be an int >= 1; got {num_swaps!r}.")
+    return _map_kernels(
+        lambda k, m: jnp.asarray(_swap_edges(k, m, num_swaps)), key, mask, prunable
+    )

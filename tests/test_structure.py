@@ -85,6 +85,62 @@ def test_plot_first_layer_one_row_per_mask(tiny, tmp_path):
     )
     assert path.stat().st_size > 0
     titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
-    assert "pruned: fan-out per pixel (2 used)" in titles
+    assert "pruned\nkept fan-out per pixel (2 used)" in titles
     assert "1 of 2 units alive, median fan-in 2" in titles
     assert "2 of 2 units alive, median fan-in 2" in titles
+
+
+@pytest.fixture(scope="module")
+def sparse_mask():
+    """A random 10 %-dense mask of a 40-30-5 MLP (kernels and biases)."""
+    k1, k2 = jax.random.split(jax.random.key(5))
+    return {
+        "Dense_0": {
+            "kernel": jax.random.uniform(k1, (40, 30)) < 0.1,
+            "bias": jnp.ones(30, bool),
+        },
+        "head": {
+            "kernel": jax.random.uniform(k2, (30, 5)) < 0.3,
+            "bias": jnp.ones(5, bool),
+        },
+    }
+
+
+@pytest.mark.parametrize(
+    "shuffle, keeps_fan_in, keeps_fan_out",
+    [
+        (structure.shuffle_keeping_fan_in, True, False),
+        (structure.shuffle_keeping_fan_out, False, True),
+        (structure.rewire, True, True),
+    ],
+)
+def test_shuffles_keep_exactly_the_degrees_they_promise(
+    sparse_mask, shuffle, keeps_fan_in, keeps_fan_out
+):
+    out = shuffle(jax.random.key(0), sparse_mask)
+    for name in ("Dense_0", "head"):
+        before = np.asarray(sparse_mask[name]["kernel"])
+        after = np.asarray(out[name]["kernel"])
+        assert after.dtype == bool and after.sum() == before.sum()
+        assert not np.array_equal(after, before)
+        same_in = np.array_equal(after.sum(0), before.sum(0))
+        same_out = np.array_equal(after.sum(1), before.sum(1))
+        assert same_in == keeps_fan_in and same_out == keeps_fan_out
+        np.testing.assert_array_equal(out[name]["bias"], sparse_mask[name]["bias"])
+    # Deterministic in the key, different across keys.
+    again = shuffle(jax.random.key(0), sparse_mask)
+    other = shuffle(jax.random.key(1), sparse_mask)
+    k = ("Dense_0", "kernel")
+    assert np.array_equal(again[k[0]][k[1]], out[k[0]][k[1]])
+    assert not np.array_equal(other[k[0]][k[1]], out[k[0]][k[1]])
+
+
+def test_rewire_leaves_a_full_kernel_and_refuses_conv_kernels():
+    full = {"Dense_0": {"kernel": jnp.ones((3, 4), bool)}}
+    out = structure.rewire(jax.random.key(0), full)
+    np.testing.assert_array_equal(out["Dense_0"]["kernel"], full["Dense_0"]["kernel"])
+    conv = {"Conv_0": {"kernel": jnp.ones((3, 3, 1, 4), bool)}}
+    with pytest.raises(ValueError, match=r"\['Conv_0'\]\['kernel'\] has shape"):
+        structure.shuffle_keeping_fan_in(jax.random.key(0), conv)
+    with pytest.raises(ValueError, match="num_swaps must be an int >= 1"):
+        structure.rewire(jax.random.key(0), full, num_swaps=0)
