@@ -7,9 +7,12 @@
   weights after a few epochs of the recipe, ``lookahead.train_ahead``),
   under the learned allocation.
 * ``autos_lookahead_paths``: that scorer's ranking on SynFlow's paths.
+* ``autos_lookahead30_paths``: the same with a look-ahead of 30 % of the
+  recipe's epochs, whatever the config's (``with_lookahead``).
 
 References without learning, to tell what the scorer adds:
-``synflow_ahead`` (SynFlow's paths ranked by ``|w_k|``) and
+``synflow_ahead`` (SynFlow's paths ranked by ``|w_k|``; ``synflow_ahead30``
+with the 30 % look-ahead) and
 ``magnitude_ahead`` (one global threshold on ``|w_k|``, one-shot pruning
 after the look-ahead, rewound to initialisation).
 
@@ -21,6 +24,7 @@ mask applies to the target's initial weights.
 
 import dataclasses
 import os
+import types
 from typing import Any
 
 import jax
@@ -192,11 +196,35 @@ def magnitude_ahead(t, sparsity, study):
     return mask, t.params
 
 
+def with_lookahead(fraction: float, base):
+    """``base`` with a look-ahead of ``fraction`` of the recipe's epochs: it
+    sees the study through a view whose ``config.lookahead_fraction`` is
+    ``fraction``, with its own look-ahead caches and its scorer saved under
+    ``<workdir>/lookahead<percent>/``."""
+
+    def method(t, sparsity, study):
+        name = f"lookahead{round(100 * fraction)}"
+        views = study.__dict__.setdefault("_lookahead_views", {})
+        if name not in views:
+            config = study.config.copy_and_resolve_references()
+            config.lookahead_fraction = fraction
+            views[name] = types.SimpleNamespace(
+                config=config, recipe=study.recipe, datasets=study.datasets,
+                workdir=os.path.join(study.workdir, name), learners=study.learners,
+            )  # fmt: skip
+            os.makedirs(views[name].workdir, exist_ok=True)
+        return base(t, sparsity, views[name])
+
+    return method
+
+
 VARIANTS = {
     "autos_paths": autos_paths,
     "autos_lookahead": autos_lookahead,
     "autos_lookahead_paths": autos_lookahead_paths,
+    "autos_lookahead30_paths": with_lookahead(0.3, autos_lookahead_paths),
     "synflow_ahead": synflow_ahead,
+    "synflow_ahead30": with_lookahead(0.3, synflow_ahead),
     "magnitude_ahead": magnitude_ahead,
 }
 """The variants by name (registered in ``methods.METHODS``)."""

@@ -98,7 +98,9 @@ def test_config_errors_name_the_fix():
 @pytest.mark.parametrize("quick", [False, True])
 def test_every_grid_config_is_valid(quick):
     for name in os.listdir("experiments/configs"):
-        if name.startswith(("pai_", "allocation_", "benchmark_", "variants_", "diagnostics_")):
+        if name.startswith(
+            ("pai_", "allocation_", "benchmark_", "variants_", "diagnostics_")
+        ):
             runner.check_config(
                 common.load_config(f"experiments/configs/{name}", quick=quick)
             )

@@ -4,6 +4,7 @@ import types
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 import pytest
@@ -112,4 +113,28 @@ def test_every_variant_is_a_method_named_for_the_run_logs():
         assert methods.resolve(name) is fn
         assert callable(methods.resolve(f"{name}_shuffled"))
     learned = [n for n in variants.VARIANTS if methods.needs_learners(n)]
-    assert learned == ["autos_paths", "autos_lookahead", "autos_lookahead_paths"]
+    assert learned == [
+        "autos_paths", "autos_lookahead", "autos_lookahead_paths",
+        "autos_lookahead30_paths",
+    ]  # fmt: skip
+
+
+def test_with_lookahead_shows_the_method_a_longer_look_ahead(tmp_path):
+    config = ml_collections.ConfigDict({"lookahead_fraction": 0.1, "seed": 0})
+    study = types.SimpleNamespace(
+        config=config, recipe="recipe", datasets="data", workdir=str(tmp_path),
+        learners=lambda: "learners",
+    )  # fmt: skip
+    seen = []
+    method = variants.with_lookahead(0.3, lambda t, s, view: seen.append(view) or s)
+    assert method(None, 0.99, study) == 0.99
+    method(None, 0.98, study)
+    view = seen[0]
+    assert seen[1] is view  # one view per study: its caches persist
+    assert view.config.lookahead_fraction == 0.3
+    assert config.lookahead_fraction == 0.1  # the study's own config unchanged
+    assert (view.recipe, view.datasets, view.learners()) == (
+        "recipe", "data", "learners",
+    )  # fmt: skip
+    assert view.workdir == str(tmp_path / "lookahead30")
+    assert (tmp_path / "lookahead30").is_dir()
