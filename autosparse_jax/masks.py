@@ -20,7 +20,8 @@ def _is_concrete(x: Any) -> bool:
     return not isinstance(x, jax.core.Tracer)
 
 
-def _path_name(path: tuple[Any, ...]) -> str:
+def leaf_name(path: tuple[Any, ...]) -> str:
+    """A leaf's ``"/"``-joined key names, e.g. ``"Dense_0/kernel"``."""
     return jax.tree_util.keystr(path, simple=True, separator="/")
 
 
@@ -30,7 +31,7 @@ def _flatten(tree: Any, prunable: PrunableFn, what: str) -> tuple[list, list, An
     flags = [bool(prunable(path, leaf)) for path, leaf in items]
     sizes = [math.prod(np.shape(leaf)) for _, leaf in items]
     if not any(f and n for f, n in zip(flags, sizes, strict=True)):
-        shapes = {_path_name(p): np.shape(x) for p, x in items}
+        shapes = {leaf_name(p): np.shape(x) for p, x in items}
         raise ValueError(
             f"{what} has no prunable weights: prunable={prunable!r} selected no "
             f"non-empty leaf among {shapes}. The default is_prunable selects "
@@ -53,7 +54,7 @@ def _check_bool(leaf: Any, path: tuple[Any, ...]) -> None:
     dtype = getattr(leaf, "dtype", None)
     if dtype != jnp.bool_:
         raise ValueError(
-            f"mask leaf {_path_name(path)!r} has dtype {dtype}, expected bool. "
+            f"mask leaf {leaf_name(path)!r} has dtype {dtype}, expected bool. "
             "Build masks with masks.dense_mask(params) or convert with .astype(bool)."
         )
 
@@ -67,7 +68,7 @@ def _mask_leaves(mask: Mask, ref: Any, ref_name: str) -> list:
         _check_bool(m, path)
         if np.shape(m) != np.shape(x):
             raise ValueError(
-                f"mask leaf {_path_name(path)!r} has shape {np.shape(m)} but the "
+                f"mask leaf {leaf_name(path)!r} has shape {np.shape(m)} but the "
                 f"{ref_name} leaf has shape {np.shape(x)}; a mask has the leaf "
                 "shapes of params."
             )
@@ -105,7 +106,7 @@ def _check_finite(items: list, flags: list[bool]) -> None:
     if not items:
         return
     finite = np.asarray(jnp.stack([jnp.isfinite(x).all() for _, x in items]))
-    bad = [_path_name(p) for (p, _), ok in zip(items, finite, strict=True) if not ok]
+    bad = [leaf_name(p) for (p, _), ok in zip(items, finite, strict=True) if not ok]
     if bad:
         raise ValueError(
             f"scores must be finite, but the prunable leaves {bad} contain NaN or "
@@ -388,7 +389,7 @@ def sparsity_by_layer(
     chosen = _prunable_mask_leaves(mask, prunable)
     counts = jax.device_get([jnp.sum(m, dtype=jnp.int32) for _, m in chosen])
     return {
-        _path_name(p): 1.0 - int(c) / m.size if m.size else 0.0
+        leaf_name(p): 1.0 - int(c) / m.size if m.size else 0.0
         for (p, m), c in zip(chosen, counts, strict=True)
     }
 

@@ -67,7 +67,7 @@ def effective_mask(
 def _kernels(mask: Mask, prunable: PrunableFn) -> list[tuple[str, np.ndarray]]:
     leaves = jax.tree_util.tree_flatten_with_path(mask)[0]
     return [
-        (jax.tree_util.keystr(path), np.asarray(m, bool))
+        (masks.leaf_name(path), np.asarray(m, bool))
         for path, m in leaves
         if prunable(path, m)
     ]
@@ -233,7 +233,7 @@ def _map_kernels(fn, key: jax.Array, mask: Mask, prunable: PrunableFn) -> Mask:
             continue
         if m.ndim != 2:
             raise ValueError(
-                f"{jax.tree_util.keystr(path)} has shape {m.shape}: the "
+                f"{masks.leaf_name(path)} has shape {m.shape}: the "
                 "structure-keeping shuffles take dense kernels [in, out] only."
             )
         out.append(fn(jax.random.fold_in(key, i), m))

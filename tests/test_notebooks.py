@@ -157,9 +157,17 @@ def test_what_autos_learned_runs_in_tiny_mode(executed):
     assert float(rows["IRP"][4]) == 1.0
     for name, fields in rows.items():
         assert 0.0 <= float(fields[4]) <= 1.0, name
+    # (c) the masks' structure: one row per mask after its header, the same
+    # number kept, at most that many on a path; plus the first-layer figure.
+    block = text.split("units alive / inputs used / median fan-in\n")[1]
+    shape_rows = [
+        line.rsplit("   ", 1)[0].split()[-2:] for line in block.splitlines()[:3]
+    ]
+    assert len({kept for kept, _ in shape_rows}) == 1, shape_rows
+    assert all(0 < int(on) <= int(kept) for kept, on in shape_rows), shape_rows
     # (d) the benchmark CSV is read whatever rows it has so far.
     num_runs = int(re.search(r"^(\d+) complete runs", text, re.MULTILINE).group(1))
-    assert images == (3 if num_runs else 2)
+    assert images == (4 if num_runs else 3)
 
 
 @pytest.mark.slow
