@@ -7,7 +7,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 FMNIST_DIR ?= /usr/share/datasets/fashion-mnist
 
-.PHONY: demo test test-fast test-extended lint format bench fashion-mnist clean
+.PHONY: demo test test-fast test-extended lint format bench fashion-mnist datasets clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -48,20 +48,32 @@ demo: $(VENV)/.installed-demo fashion-mnist
 #   make test-extended  only the `extended` tests: near-duplicates of `make test`'s
 #                       (two more SIGKILL points of the IRP resume tests). .ci/run
 #                       runs them after `make test` if time allows.
+# Tests run in WORKERS pytest-xdist processes (2 by default: this machine's
+# cores; each worker also imports JAX and TensorFlow, about 1-2 GB), one test
+# file per worker at a time (--dist loadfile), so a module's shared fixtures are
+# built once. WORKERS=0 runs in one process.
 TESTS ?=
+WORKERS ?= 2
+PYTEST := $(PY) -m pytest -q -n $(WORKERS) --dist loadfile
 
-test: $(VENV)/.installed-test fashion-mnist
+# The datasets the tests and the demo read from TFDS's default directory,
+# prepared once before the test workers start (two workers must not prepare
+# the same dataset at once).
+datasets: $(VENV)/.installed-demo fashion-mnist
+	$(PY) -c "from autosparse_jax import data; [data.load_dataset(n, 'test') for n in ('fashion_mnist', 'mnist1d')]"
+
+test: $(VENV)/.installed-test datasets
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -q -m "not extended"
+	$(PYTEST) -m "not extended"
 
-test-fast: $(VENV)/.installed-test fashion-mnist
+test-fast: $(VENV)/.installed-test datasets
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -q -m "not slow and not extended" $(TESTS)
+	$(PYTEST) -m "not slow and not extended" $(TESTS)
 
-test-extended: $(VENV)/.installed-test fashion-mnist
-	$(PY) -m pytest -q -m extended
+test-extended: $(VENV)/.installed-test datasets
+	$(PYTEST) -m extended
 
 lint: $(VENV)/.installed-test
 	$(VENV)/bin/ruff format --check .
