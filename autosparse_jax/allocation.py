@@ -12,7 +12,8 @@ built-in allocations are small frozen dataclasses (hashable, so static under
 ``jax.jit``): ``global_topk`` (one threshold over all layers, the paper's),
 ``uniform``, ``erk``, ``like(criterion)`` (the densities another criterion's
 global ranking would choose) and ``learned(model)`` (a model fitted on an IRP
-run's per-layer densities, ``fit_allocation``). Each keeps exactly
+run's per-layer densities, ``fit_allocation``, or on several runs' in
+scale-free layer terms, ``fit_allocation_sources``). Each keeps exactly
 ``round((1 - sparsity) * N)`` weights with a traced ``sparsity`` and, unless
 asked (``global_topk(min_per_layer=0)``), at least one in every layer.
 """
@@ -41,6 +42,15 @@ from autosparse_jax.types import (
 LAYER_FEATURE_NAMES = (
     "log fan_in",
     "log fan_out",
+    "log kernel size",
+    "size fraction",
+    "relative depth",
+    "is first",
+    "is output",
+)
+SCALE_FREE_FEATURE_NAMES = (
+    "log fan_in / largest fan_in",
+    "log fan_out / largest fan_out",
     "log kernel size",
     "size fraction",
     "relative depth",
@@ -209,6 +219,23 @@ def context_features(contexts: Sequence[layers.LeafContext]) -> np.ndarray:
     return np.asarray(rows, np.float64)
 
 
+def scale_free_features(contexts: Sequence[layers.LeafContext]) -> np.ndarray:
+    """``[L, 7]`` ``SCALE_FREE_FEATURE_NAMES`` of prunable layers' contexts (host).
+
+    ``context_features`` with fan-in and fan-out measured against the
+    network's largest (``log(fan_in / max fan_in)``): a layer is described
+    by where it stands in its own network, not by its input size, so rows of
+    networks with other input sizes can be fitted together
+    (``fit_allocation_sources``).
+
+    Example:
+      >>> allocation=learned(model, layer_features=scale_free_features)
+    """
+    phi = context_features(contexts)
+    phi[:, :2] -= phi[:, :2].max(0)
+    return phi
+
+
 def layer_features(
     params: Params,
     *,
@@ -248,6 +275,67 @@ def _logit(p: np.ndarray) -> np.ndarray:
     return np.log(p) - np.log1p(-p)
 
 
+class AllocationSource(NamedTuple):
+    """One labelled run's layers, as ``fit_allocation`` reads them.
+
+    Attributes:
+      phi: ``[L, F]`` layer features of the run's network.
+      densities: ``[E, L]`` kept fraction of each layer after each IRP round.
+      sizes: ``[L]`` layer sizes.
+    """
+
+    phi: np.ndarray
+    densities: np.ndarray
+    sizes: np.ndarray
+
+
+def _checked(source: AllocationSource) -> AllocationSource:
+    phi = np.asarray(source.phi, np.float64)
+    densities = np.asarray(source.densities, np.float64)
+    num_layers = phi.shape[0]
+    if densities.ndim != 2 or densities.shape[1] != num_layers:
+        raise ValueError(
+            f"densities must be [E, L] with L = {num_layers} layers, got "
+            f"{densities.shape}."
+        )
+    return AllocationSource(phi, densities, source.sizes)
+
+
+def _round_rows(x: np.ndarray, densities: np.ndarray, sizes: np.ndarray) -> tuple:
+    """One run's weighted, layer-centred design rows and targets (one block per
+    round; each round's weights ``n_l / N`` sum to one)."""
+    weight = np.asarray(sizes, np.float64) / np.sum(sizes)
+    global_density = densities @ weight
+    rows, targets = [], []
+    for d_e, big_d in zip(densities, global_density, strict=True):
+        z = -_logit(np.array(big_d))
+        design = np.concatenate([x, z * x], axis=1)  # [L, 2F]
+        y = _logit(d_e)
+        design = design - weight @ design  # centre over layers
+        y = y - weight @ y
+        rows.append(design * np.sqrt(weight)[:, None])
+        targets.append(y * np.sqrt(weight))
+    return rows, targets
+
+
+def _solve(rows, targets, l2, num, mean, std, metadata) -> AllocationModel:
+    a, b = np.concatenate(rows), np.concatenate(targets)
+    theta = np.linalg.solve(a.T @ a + l2 * np.eye(a.shape[1]), a.T @ b)
+    return AllocationModel(
+        weights=tuple(float(t) for t in theta[:num]),
+        slopes=tuple(float(t) for t in theta[num:]),
+        feature_mean=tuple(float(m) for m in mean),
+        feature_std=tuple(float(s) for s in std),
+        metadata=tuple(metadata),
+    )
+
+
+def _standardisation(phi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    mean = phi.mean(0)
+    std = np.where(phi.std(0) > 0, phi.std(0), 1.0)
+    return mean, std
+
+
 def fit_allocation(
     phi: np.ndarray,
     densities: np.ndarray,
@@ -279,37 +367,55 @@ def fit_allocation(
     Example:
       >>> model = fit_allocation(phi, round_densities, sizes)
     """
-    phi, densities = np.asarray(phi, np.float64), np.asarray(densities, np.float64)
-    num_layers = phi.shape[0]
-    if densities.ndim != 2 or densities.shape[1] != num_layers:
+    phi, densities, sizes = _checked(AllocationSource(phi, densities, sizes))
+    mean, std = _standardisation(phi)
+    rows, targets = _round_rows((phi - mean) / std, densities, sizes)
+    return _solve(rows, targets, l2, phi.shape[1], mean, std, metadata)
+
+
+def fit_allocation_sources(
+    sources: Sequence[AllocationSource],
+    *,
+    l2: float = 1e-2,
+    metadata: Sequence[tuple[str, Any]] = (),
+) -> AllocationModel:
+    """Fits one ``AllocationModel`` to several runs' per-layer densities (host).
+
+    ``fit_allocation``'s regression over the stacked rounds of every source:
+    the features are standardised over all sources' layers, each round is
+    centred over its own network's layers, and every round of every source
+    weighs the same. Networks of different sizes only fit together in
+    scale-free layer terms (``scale_free_features``). With one source it is
+    ``fit_allocation``.
+
+    Args:
+      sources: ``AllocationSource`` of each run, features of one kind (``F``).
+      l2: ridge penalty (features are standardised).
+      metadata: key-value pairs stored in the model.
+
+    Returns:
+      The fitted ``AllocationModel``.
+
+    Raises:
+      ValueError: on no source, mismatched shapes or feature counts.
+
+    Example:
+      >>> model = fit_allocation_sources([AllocationSource(phi_a, d_a, n_a),
+      ...                                 AllocationSource(phi_b, d_b, n_b)])
+    """
+    sources = [_checked(AllocationSource(*s)) for s in sources]
+    widths = {s.phi.shape[1] for s in sources}
+    if len(widths) != 1:
         raise ValueError(
-            f"densities must be [E, L] with L = {num_layers} layers, got "
-            f"{densities.shape}."
+            f"every source needs the same layer features; got {len(sources)} "
+            f"sources with {sorted(widths)} features (empty: no source)."
         )
-    mean = phi.mean(0)
-    std = np.where(phi.std(0) > 0, phi.std(0), 1.0)
-    x = (phi - mean) / std
-    weight = np.asarray(sizes, np.float64) / np.sum(sizes)
-    global_density = densities @ weight
+    mean, std = _standardisation(np.concatenate([s.phi for s in sources]))
     rows, targets = [], []
-    for d_e, big_d in zip(densities, global_density, strict=True):
-        z = -_logit(np.array(big_d))
-        design = np.concatenate([x, z * x], axis=1)  # [L, 2F]
-        y = _logit(d_e)
-        design = design - weight @ design  # centre over layers
-        y = y - weight @ y
-        rows.append(design * np.sqrt(weight)[:, None])
-        targets.append(y * np.sqrt(weight))
-    a, b = np.concatenate(rows), np.concatenate(targets)
-    theta = np.linalg.solve(a.T @ a + l2 * np.eye(a.shape[1]), a.T @ b)
-    num = phi.shape[1]
-    return AllocationModel(
-        weights=tuple(float(t) for t in theta[:num]),
-        slopes=tuple(float(t) for t in theta[num:]),
-        feature_mean=tuple(float(m) for m in mean),
-        feature_std=tuple(float(s) for s in std),
-        metadata=tuple(metadata),
-    )
+    for s in sources:
+        r, t = _round_rows((s.phi - mean) / std, s.densities, s.sizes)
+        rows, targets = rows + r, targets + t
+    return _solve(rows, targets, l2, widths.pop(), mean, std, metadata)
 
 
 def predict_logits(
@@ -554,21 +660,37 @@ def like(criterion: Callable[..., Scores]) -> Allocation:
 @dataclasses.dataclass(frozen=True)
 class _Learned:
     model: AllocationModel
+    layer_features: Callable[[Sequence[layers.LeafContext]], np.ndarray]
 
     def __call__(self, scores: Scores, sparsity: Any, ctx: AllocationContext):
         del scores
-        phi = context_features(ctx.layers)
+        phi = self.layer_features(ctx.layers)
+        if np.shape(phi) != (len(ctx.layers), len(self.model.weights)):
+            raise ValueError(
+                f"the allocation model has {len(self.model.weights)} layer "
+                f"features, but {self.layer_features.__name__} gives "
+                f"{np.shape(phi)} for {len(ctx.layers)} layers; pass the "
+                "layer_features the model was fitted with."
+            )
         return counts_from_logits(
             predict_logits(self.model, phi, sparsity), sparsity, ctx
         )
 
 
-def learned(model: AllocationModel) -> Allocation:
+def learned(
+    model: AllocationModel,
+    *,
+    layer_features: Callable[
+        [Sequence[layers.LeafContext]], np.ndarray
+    ] = context_features,
+) -> Allocation:
     """Per-layer densities predicted by a fitted ``AllocationModel``.
 
-    The model maps each layer's context (``LAYER_FEATURE_NAMES``) and the
-    global sparsity to a density logit; the shift is solved so the total is
-    exact, and every layer keeps at least one weight.
+    The model maps each layer's context (``layer_features`` of the prunable
+    layers: ``LAYER_FEATURE_NAMES`` by default, or the features it was fitted
+    on, e.g. ``scale_free_features``) and the global sparsity to a density
+    logit; the shift is solved so the total is exact, and every layer keeps at
+    least one weight.
 
     Example:
       >>> allocation=learned(fit_allocation(phi, densities, sizes))
@@ -577,7 +699,11 @@ def learned(model: AllocationModel) -> Allocation:
         raise ValueError(
             f"learned() needs an AllocationModel (fit_allocation), got {type(model)}."
         )
-    return _Learned(model)
+    if not callable(layer_features):
+        raise ValueError(
+            f"layer_features must map layer contexts to [L, F], got {layer_features!r}."
+        )
+    return _Learned(model, layer_features)
 
 
 # --------------------------------------------------------------------- masks

@@ -34,7 +34,7 @@ import jax.numpy as jnp
 
 from autosparse_jax import allocation as al
 from autosparse_jax import criteria, data, evaluation, irp, masks, models
-from experiments import common, variants
+from experiments import common, variants, variants_allocation
 
 MaskFn = Callable[[common.Target, float, Any], tuple[Any, Any] | None]
 SANITY_CHECKS = ("shuffled", "reinit")
@@ -208,6 +208,7 @@ METHODS: dict[str, MaskFn] = {
     "autos_learned": autos_learned,
     "irp": irp_round,
     **variants.VARIANTS,
+    **variants_allocation.VARIANTS,
 }
 """The methods known by plain name (see the module docstring for the rest)."""
 

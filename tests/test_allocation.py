@@ -66,10 +66,12 @@ def _returns(scores):
     return criterion
 
 
-def _synthetic_densities(phi, sizes, w, v, global_densities):
-    """``[E, L]`` ``sigmoid(w.x + z v.x + t_e)``, ``t_e`` hitting each ``D_e``."""
-    std = np.where(phi.std(0) > 0, phi.std(0), 1.0)
-    x = (phi - phi.mean(0)) / std
+def _synthetic_densities(phi, sizes, w, v, global_densities, pooled=None):
+    """``[E, L]`` ``sigmoid(w.x + z v.x + t_e)``, ``t_e`` hitting each ``D_e``;
+    ``x`` is ``phi`` standardised over its rows (or over ``pooled``'s)."""
+    pooled = phi if pooled is None else pooled
+    std = np.where(pooled.std(0) > 0, pooled.std(0), 1.0)
+    x = (phi - pooled.mean(0)) / std
     a, b = x @ w, x @ v
     rows = []
     for d in global_densities:
@@ -1072,3 +1074,109 @@ def test_layer_densities_by_hand():
         allocation.layer_densities(seq, prunable=masks.is_prunable_except_output),
         [[0.25], [0.5]],
     )
+
+
+# ------------------------------------------------- several sources, scale-free
+
+
+def test_scale_free_features_lenet300_100_by_hand():
+    params, apply_fn, shape = _abstract_model("lenet300_100")
+    contexts = layers.layer_contexts(params, apply_fn=apply_fn, input_shape=shape)
+    contexts = [c for c in contexts if c is not None]  # kernels only
+    phi = allocation.scale_free_features(contexts)
+    n = 266200
+    expected = [
+        [0.0, 0.0, 0.0, 235200 / n, 0.0, 1.0, 0.0],
+        [math.log(300 / 784), math.log(100 / 300), 0.0, 30000 / n, 0.5, 0.0, 0.0],
+        [math.log(100 / 784), math.log(10 / 300), 0.0, 1000 / n, 1.0, 0.0, 1.0],
+    ]
+    assert phi.shape == (3, len(allocation.SCALE_FREE_FEATURE_NAMES))
+    np.testing.assert_allclose(phi, expected, rtol=1e-12, atol=1e-15)
+    # Another input size moves only the first layer's relative fan-in.
+    small = layers.LeafContext(0, 3, 40, 300, 12000)
+    phi40 = allocation.scale_free_features([small, *contexts[1:]])
+    np.testing.assert_allclose(phi40[:, 0], np.log([40 / 300, 1.0, 100 / 300]))
+
+
+def test_fit_allocation_sources_two_sources_by_hand():
+    # One feature, two equal layers per source, one round at global density
+    # 1/2 (z = 0): the pooled features 0, 1 | 0, 2 have mean 0.75 and std
+    # sqrt(0.6875); source A's logits differ by 1 per unit of phi, B's by 2
+    # over 2 units: one line, slope 1 per unit, so w = std (nearly no ridge).
+    def source(phi1, gap):
+        dens = [[1 / (1 + math.exp(gap / 2)), 1 / (1 + math.exp(-gap / 2))]]
+        return allocation.AllocationSource(np.array([[0.0], [phi1]]), dens, [5, 5])
+
+    model = allocation.fit_allocation_sources(
+        [source(1.0, 1.0), source(2.0, 2.0)], l2=1e-12, metadata=(("k", 1),)
+    )
+    assert model.feature_mean == (0.75,) and model.metadata == (("k", 1),)
+    np.testing.assert_allclose(model.feature_std, [math.sqrt(0.6875)], rtol=1e-12)
+    np.testing.assert_allclose(model.weights, [math.sqrt(0.6875)], rtol=1e-9)
+    np.testing.assert_allclose(model.slopes, [0.0], atol=1e-9)
+    # Source A alone is standardised on its own layers: std 0.5, w = 0.5.
+    alone = allocation.fit_allocation_sources([source(1.0, 1.0)], l2=1e-12)
+    np.testing.assert_allclose(alone.weights, [0.5], rtol=1e-9)
+
+
+def test_fit_allocation_sources_of_one_source_is_fit_allocation():
+    dens = _synthetic_densities(PHI4, SIZES4, W_TRUE, V_TRUE, ROUND_DENSITIES)
+    one = allocation.AllocationSource(PHI4, dens, SIZES4)
+    assert allocation.fit_allocation_sources([one]) == allocation.fit_allocation(
+        PHI4, dens, SIZES4
+    )
+
+
+def test_fit_allocation_sources_recovers_a_rule_shared_by_two_networks():
+    # Two networks (4 and 3 layers) whose densities follow one rule of the
+    # features standardised over both: the pooled fit reproduces each.
+    sizes3 = np.array([200, 50, 15])
+    pooled = np.concatenate([PHI4, PHI3])
+    dens4, dens3 = (
+        _synthetic_densities(phi, n, W_TRUE, V_TRUE, ROUND_DENSITIES, pooled)
+        for phi, n in ((PHI4, SIZES4), (PHI3, sizes3))
+    )
+    model = allocation.fit_allocation_sources(
+        [
+            allocation.AllocationSource(PHI4, dens4, SIZES4),
+            allocation.AllocationSource(PHI3, dens3, sizes3),
+        ],
+        l2=1e-6,
+    )
+    np.testing.assert_allclose(model.feature_mean, pooled.mean(0), rtol=1e-12)
+    for phi, n, dens in ((PHI4, SIZES4, dens4), (PHI3, sizes3, dens3)):
+        for d_e, big_d in zip(dens, ROUND_DENSITIES, strict=True):
+            pred = _predicted_densities(model, phi, n, big_d)
+            np.testing.assert_allclose(pred * n, d_e * n, atol=2.0)  # weights
+    # Not a trivial match: the layers' densities differ (by far more than 2).
+    assert np.max(np.abs(dens3 - dens3.mean(1, keepdims=True)) * sizes3) > 20
+
+
+def test_fit_allocation_sources_rejects_bad_sources():
+    dens = _synthetic_densities(PHI4, SIZES4, W_TRUE, V_TRUE, ROUND_DENSITIES)
+    good = allocation.AllocationSource(PHI4, dens, SIZES4)
+    with pytest.raises(ValueError, match="same layer features"):
+        allocation.fit_allocation_sources([])
+    with pytest.raises(ValueError, match="same layer features"):
+        allocation.fit_allocation_sources([good, good._replace(phi=PHI4[:, :5])])
+    with pytest.raises(ValueError, match=r"\[E, L\]"):
+        allocation.fit_allocation_sources([good, good._replace(densities=dens[:, :3])])
+
+
+def test_learned_reads_the_layer_features_it_is_given():
+    ctx = _ctx(_tree3(0))
+    phi = allocation.scale_free_features(ctx.layers)
+    got = allocation.learned(FIXED, layer_features=allocation.scale_free_features)
+    expected = allocation.counts_from_logits(
+        allocation.predict_logits(FIXED, phi, 0.5), 0.5, ctx
+    )
+    np.testing.assert_array_equal(got(None, 0.5, ctx), expected)
+    assert got != allocation.learned(FIXED)  # another feature map, another model
+    assert allocation.learned(FIXED) == allocation.learned(
+        FIXED, layer_features=allocation.context_features
+    )
+    narrow = dataclasses.replace(FIXED, weights=FIXED.weights[:3])
+    with pytest.raises(ValueError, match="layer_features the model was fitted"):
+        allocation.learned(narrow)(None, 0.5, ctx)
+    with pytest.raises(ValueError, match="layer_features must map"):
+        allocation.learned(FIXED, layer_features="scale_free")
