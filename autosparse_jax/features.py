@@ -2,11 +2,12 @@
 
 A feature is a function of ONE weight: its scalars at initialisation
 (``WeightInputs``: the weight ``w0``, the loss gradient ``g0``, GraSP's
-Hessian-gradient product and the SynFlow score) and the static context of its
-layer (``LeafContext``). ``compute_features`` lifts the per-weight functions
-of a feature set over every prunable weight with ``jax.vmap`` (Liu, Cheng et
-al. 2024, "Learning effective pruning at initialization from iterative
-pruning", arXiv 2408.14757).
+Hessian-gradient product, the SynFlow score, the look-ahead weight and the
+statistics of its input and output units, ``unit_stats``) and the static
+context of its layer (``LeafContext``). ``compute_features`` lifts the
+per-weight functions of a feature set over every prunable weight with
+``jax.vmap`` (Liu, Cheng et al. 2024, "Learning effective pruning at
+initialization from iterative pruning", arXiv 2408.14757).
 """
 
 import dataclasses
@@ -19,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from autosparse_jax import criteria, masks
+from autosparse_jax import criteria, masks, unit_stats
 from autosparse_jax.layers import LeafContext, layer_contexts
 from autosparse_jax.types import (
     ApplyFn,
@@ -42,8 +43,13 @@ class WeightInputs(NamedTuple):
 
     ``ahead`` is the weight after a few training steps from initialisation
     (``lookahead.train_ahead``); the mask built from it still applies to the
-    initial weights. Inputs a feature set does not read are zeros (not
-    computed).
+    initial weights. The last five are the context of the weight ``W[..., j,
+    i]`` from input unit ``j`` to output unit ``i`` (for a conv kernel the
+    input and output channel; ``unit_stats``): ``input_rms`` is ``‖x_j‖``, the
+    RMS of the layer's input ``j`` over the scoring batches; ``weight_row`` /
+    ``grad_row`` the RMS of ``w0`` / ``g0`` over the weights leaving input
+    ``j``; ``weight_col`` / ``grad_col`` over those entering unit ``i``.
+    Inputs a feature set does not read are zeros (not computed).
     """
 
     weight: jax.Array
@@ -51,6 +57,11 @@ class WeightInputs(NamedTuple):
     hess_grad: jax.Array
     synflow: jax.Array
     ahead: jax.Array
+    input_rms: jax.Array
+    weight_row: jax.Array
+    weight_col: jax.Array
+    grad_row: jax.Array
+    grad_col: jax.Array
 
 
 FeatureFn = Callable[[WeightInputs, LeafContext], jax.Array]
@@ -136,6 +147,30 @@ def ahead_growth(x: WeightInputs, ctx: LeafContext) -> jax.Array:
     return (jnp.abs(x.ahead) - jnp.abs(x.weight))[None]
 
 
+def input_activation(x: WeightInputs, ctx: LeafContext) -> jax.Array:
+    """``[‖x_j‖]``: the RMS activation of the weight's input unit."""
+    del ctx
+    return x.input_rms[None]
+
+
+def wanda_at_init(x: WeightInputs, ctx: LeafContext) -> jax.Array:
+    """``[|w0| ‖x_j‖]``: Wanda's score (Sun et al. 2024) at initialisation."""
+    del ctx
+    return (jnp.abs(x.weight) * x.input_rms)[None]
+
+
+def weight_unit_rms(x: WeightInputs, ctx: LeafContext) -> jax.Array:
+    """``[rms w0[j, :], rms w0[:, i]]``: the weights of its input and its unit."""
+    del ctx
+    return jnp.stack([x.weight_row, x.weight_col])
+
+
+def grad_unit_rms(x: WeightInputs, ctx: LeafContext) -> jax.Array:
+    """``[rms g0[j, :], rms g0[:, i]]``: the gradients of its input and its unit."""
+    del ctx
+    return jnp.stack([x.grad_row, x.grad_col])
+
+
 def layer_shape(x: WeightInputs, ctx: LeafContext) -> jax.Array:
     """``[log fan_in, log fan_out]`` of the weight's layer."""
     del x
@@ -148,6 +183,15 @@ def relative_depth(x: WeightInputs, ctx: LeafContext) -> jax.Array:
     return jnp.array([ctx.layer_index / max(ctx.num_layers - 1, 1)], jnp.float32)
 
 
+_CONTEXT = (
+    initial_weight,
+    initial_grad,
+    input_activation,
+    wanda_at_init,
+    weight_unit_rms,
+    grad_unit_rms,
+    log_synflow,
+)
 FEATURE_SETS: Mapping[str, tuple[FeatureFn, ...]] = MappingProxyType(
     {
         "paper": (initial_weight, initial_grad),
@@ -161,10 +205,23 @@ FEATURE_SETS: Mapping[str, tuple[FeatureFn, ...]] = MappingProxyType(
             relative_depth,
         ),
         "lookahead": (initial_weight, initial_grad, ahead_weight, ahead_growth),
+        "context": _CONTEXT,
+        "context_lookahead": (*_CONTEXT, ahead_weight, ahead_growth),
     }
 )
 """Read-only: feature set name -> per-weight feature functions."""
 
+_CONTEXT_NAMES = (
+    "w0",
+    "g0",
+    "|x_j|",
+    "|w0|*|x_j|",
+    "rms w0[j,:]",
+    "rms w0[:,i]",
+    "rms g0[j,:]",
+    "rms g0[:,i]",
+    "log synflow",
+)
 FEATURE_NAMES: Mapping[str, tuple[str, ...]] = MappingProxyType(
     {
         "paper": ("w0", "g0"),
@@ -179,6 +236,8 @@ FEATURE_NAMES: Mapping[str, tuple[str, ...]] = MappingProxyType(
             "relative depth",
         ),
         "lookahead": ("w0", "g0", "wk", "|wk|-|w0|"),
+        "context": _CONTEXT_NAMES,
+        "context_lookahead": (*_CONTEXT_NAMES, "wk", "|wk|-|w0|"),
     }
 )
 """Read-only: feature set name -> column names."""
@@ -186,6 +245,8 @@ FEATURE_NAMES: Mapping[str, tuple[str, ...]] = MappingProxyType(
 _NEEDS_HESS_GRAD = (grasp_term,)
 _NEEDS_SYNFLOW = (log_synflow,)
 _NEEDS_AHEAD = (ahead_weight, ahead_growth)
+_NEEDS_INPUT_RMS = (input_activation, wanda_at_init)
+_NEEDS_UNIT_RMS = (weight_unit_rms, grad_unit_rms)
 
 
 # ------------------------------------------------------------ computation
@@ -201,6 +262,17 @@ def _leaf_features(
 
     flat = jax.tree.map(jnp.ravel, inputs)
     return jax.vmap(one)(flat).reshape(*inputs.weight.shape, -1)
+
+
+def _weight_inputs(*leaves: jax.Array, units: bool) -> WeightInputs:
+    """One leaf's ``WeightInputs``; the unit RMS fields are zeros unless ``units``."""
+    w, g = leaves[0], leaves[1]
+    if units:
+        rows = (unit_stats.input_row_rms(w), unit_stats.unit_column_rms(w))
+        stats = (*rows, unit_stats.input_row_rms(g), unit_stats.unit_column_rms(g))
+    else:
+        stats = (jnp.zeros_like(w),) * 4
+    return WeightInputs(*leaves, *stats)
 
 
 def _rms(xs: Sequence[jax.Array]) -> jax.Array:
@@ -241,15 +313,18 @@ def compute_features(
 
     ``g0`` is the loss gradient averaged (or, with ``gradient="sum"``, summed)
     over the ``K`` batches of ``batches``; BatchNorm runs as ``apply_fn`` does.
-    GraSP's ``Hg`` and the SynFlow score are computed only when the feature set
-    reads them. Each weight's features come from the set's per-weight
+    GraSP's ``Hg``, the SynFlow score and the unit statistics are computed only
+    when the feature set reads them; the context sets (``"context"``,
+    ``"context_lookahead"``) read each layer's input through its Linen module
+    (``unit_stats.input_rms``). Each weight's features come from the set's per-weight
     functions, lifted over the leaf with ``jax.vmap``.
 
     Args:
       params: the params at initialisation.
       batches: one batch ``[B, ...]`` or ``K`` stacked batches ``[K, B, ...]``
         of preprocessed float images.
-      apply_fn: ``apply_fn(params, x) -> logits``.
+      apply_fn: ``apply_fn(params, x) -> logits``; for the context sets it
+        must run Linen modules (``models.make_apply_fn``).
       feature_set: a key of ``FEATURE_SETS``. Static.
       gradient: ``"mean"`` or ``"sum"`` over the batches. Static.
       normalization: ``"none"``, ``"network"`` or ``"layer"`` (see
@@ -264,8 +339,9 @@ def compute_features(
       that are not prunable (they are never scored).
 
     Raises:
-      ValueError: on an unknown option, uint8 images, or a look-ahead feature
-        set without ``ahead_params``.
+      ValueError: on an unknown option, uint8 images, a look-ahead feature
+        set without ``ahead_params``, or a context set whose ``apply_fn`` runs
+        no Linen module for some prunable kernel.
 
     Example:
       >>> feats = compute_features(params, batches, apply_fn=apply_fn)
@@ -315,11 +391,19 @@ def compute_features(
             input_shape=stacked["image"].shape[2:],
             prunable=prunable,
         )
+    act = zeros
+    if any(f in _NEEDS_INPUT_RMS for f in fns):
+        act = unit_stats.input_rms(
+            params, stacked, apply_fn=apply_fn, prunable=prunable
+        )
     leaves, treedef = jax.tree.flatten(params)
-    columns = [jax.tree.leaves(t) for t in (params, grad, hess_grad, synflow, ahead)]
+    trees = (params, grad, hess_grad, synflow, ahead, act)
+    columns = [jax.tree.leaves(t) for t in trees]
     chosen = [i for i, c in enumerate(contexts) if c is not None]
+    units = any(f in _NEEDS_UNIT_RMS for f in fns)
     inputs = _normalize(
-        [WeightInputs(*(col[i] for col in columns)) for i in chosen], normalization
+        [_weight_inputs(*(col[i] for col in columns), units=units) for i in chosen],
+        normalization,
     )
     out = [jnp.zeros((*np.shape(p), len(config.names)), jnp.float32) for p in leaves]
     for i, x in zip(chosen, inputs, strict=True):

@@ -10,13 +10,14 @@ seconds on CPU.
 import dataclasses
 import re
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import assert_trees_all_close, assert_trees_all_equal
 
-from autosparse_jax import criteria, features, layers, losses, masks
+from autosparse_jax import criteria, features, layers, losses, masks, models
 
 STATIC = ("apply_fn", "feature_set", "gradient", "normalization", "prunable")
 compute = jax.jit(features.compute_features, static_argnames=STATIC)
@@ -145,6 +146,94 @@ def test_extended_features_match_their_definitions(
         np.testing.assert_allclose(f[..., EXT["log fan_in"]], np.log(fan_in))
         np.testing.assert_allclose(f[..., EXT["log fan_out"]], np.log(fan_out))
         np.testing.assert_array_equal(f[..., EXT["relative depth"]], depth[path[0]])
+
+
+# ---------------------------------------------------------- context features
+
+CTX = {name: i for i, name in enumerate(features.FEATURE_NAMES["context"])}
+W3x2 = jnp.array([[3.0, 4.0], [0.0, 0.0], [1.0, -1.0]])  # inputs j, units i
+X3 = jnp.array([[1.0, 2.0, 0.0], [3.0, -2.0, 0.0]]).reshape(2, 3, 1, 1)
+
+
+class OneDense(nn.Module):
+    """One Dense kernel (3, 2) named ``head`` on flattened images."""
+
+    @nn.compact
+    def __call__(self, x):
+        return nn.Dense(2, name="head")(x.reshape(x.shape[0], -1))
+
+
+def _one_dense():
+    params = {"head": {"kernel": W3x2, "bias": jnp.zeros(2)}}
+    batch = {"image": X3, "label": jnp.array([0, 1])}
+    return params, batch, models.make_apply_fn(OneDense())
+
+
+def test_context_features_of_a_3x2_kernel_by_hand():
+    params, batch, apply_fn = _one_dense()
+    feats = compute(params, batch, apply_fn=apply_fn, feature_set="context")
+    f = np.asarray(feats["head"]["kernel"])
+    g = np.asarray(compute(params, batch, apply_fn=apply_fn)["head"]["kernel"][..., 1])
+    w = np.asarray(W3x2)
+    x_rms = np.array([np.sqrt(5.0), 2.0, 0.0])  # sqrt((1+9)/2), sqrt((4+4)/2), 0
+    np.testing.assert_array_equal(f[..., CTX["w0"]], w)
+    np.testing.assert_allclose(f[..., CTX["|x_j|"]], np.tile(x_rms[:, None], 2), 1e-6)
+    np.testing.assert_allclose(
+        f[..., CTX["|w0|*|x_j|"]], np.abs(w) * x_rms[:, None], rtol=1e-6
+    )
+    rows = np.array([np.sqrt(12.5), 0.0, 1.0])  # rms of (3, 4), (0, 0), (1, -1)
+    cols = np.array([np.sqrt(10 / 3), np.sqrt(17 / 3)])
+    np.testing.assert_allclose(f[..., CTX["rms w0[j,:]"]], np.tile(rows[:, None], 2))
+    np.testing.assert_allclose(f[..., CTX["rms w0[:,i]"]], np.tile(cols, (3, 1)))
+    np.testing.assert_allclose(
+        f[..., CTX["rms g0[j,:]"]][:, 0], np.sqrt(np.mean(g**2, 1)), rtol=1e-5
+    )
+    np.testing.assert_allclose(
+        f[..., CTX["rms g0[:,i]"]][0], np.sqrt(np.mean(g**2, 0)), rtol=1e-5
+    )
+    assert not np.any(g[2])  # input 2 is always 0: no gradient
+    syn = synflow_scores(
+        params, masks.dense_mask(params), apply_fn=apply_fn, input_shape=(3, 1, 1)
+    )
+    np.testing.assert_allclose(
+        f[..., CTX["log synflow"]],
+        np.log(np.maximum(syn["head"]["kernel"], 1e-30)),
+        rtol=1e-5,
+    )
+
+
+def test_context_features_standardise_the_unit_statistics_within_the_layer():
+    params, batch, apply_fn = _one_dense()
+    feats = compute(
+        params, batch, apply_fn=apply_fn, feature_set="context", normalization="layer"
+    )
+    f = np.asarray(feats["head"]["kernel"])
+    # RMS of |x_j| over the 6 weights: sqrt((5 + 4 + 0) / 3) = sqrt(3).
+    expected = np.array([np.sqrt(5.0), 2.0, 0.0]) / np.sqrt(3.0)
+    np.testing.assert_allclose(f[..., CTX["|x_j|"]][:, 1], expected, rtol=1e-6)
+    for name in ("rms w0[j,:]", "rms w0[:,i]", "rms g0[j,:]", "rms g0[:,i]"):
+        np.testing.assert_allclose(_rms(f[..., CTX[name]]), 1.0, rtol=1e-5)
+
+
+def test_context_lookahead_appends_the_lookahead_features():
+    params, batch, apply_fn = _one_dense()
+    ahead = jax.tree.map(lambda p: 2.0 * p, params)
+    both = compute(
+        params, batch, apply_fn=apply_fn, feature_set="context_lookahead",
+        ahead_params=ahead,
+    )["head"]["kernel"]  # fmt: skip
+    context = compute(params, batch, apply_fn=apply_fn, feature_set="context")
+    assert both.shape == (3, 2, 11)
+    np.testing.assert_array_equal(both[..., :9], context["head"]["kernel"])
+    np.testing.assert_array_equal(both[..., 9], 2.0 * W3x2)
+    np.testing.assert_array_equal(both[..., 10], jnp.abs(W3x2))
+
+
+def test_context_features_need_a_linen_apply_fn(tiny_params, tiny_batch, tiny_apply_fn):
+    with pytest.raises(ValueError, match="must run flax.linen modules"):
+        features.compute_features(
+            tiny_params, tiny_batch, apply_fn=tiny_apply_fn, feature_set="context"
+        )
 
 
 # ------------------------------------------------------------- normalisation
@@ -337,7 +426,7 @@ def test_stack_features_without_prunable_leaves_raises(tiny_params):
     [
         (
             {"feature_set": "bogus"},
-            "feature_set must be one of ('paper', 'extended', 'lookahead')",
+            "feature_set must be one of ('paper', 'extended', 'lookahead', 'context'",
         ),
         (
             {"normalization": "batch"},
@@ -394,7 +483,7 @@ def test_uint8_images_raise(tiny_params, tiny_batch, tiny_apply_fn):
 
 def test_num_features_rejects_unknown_set():
     with pytest.raises(
-        ValueError, match=re.escape("('paper', 'extended', 'lookahead')")
+        ValueError, match=re.escape("('paper', 'extended', 'lookahead', 'context'")
     ):
         features.num_features("bogus")
 
