@@ -1,0 +1,34 @@
+"""Meta-gradient and paper-setting AutoS variants on validation seeds (5, 6).
+
+``mlp300_200_100_50`` / Fashion-MNIST (study 2's target), 98 / 99 / 99.5 %,
+the study's recipe; only the methods of ``experiments.variants_metagrad``:
+``prospr``, ``prospr_paths``, ``autos_metagrad_paths`` (direction 5),
+``autos_gsum`` and ``autos_paperpreset`` (direction 2). SynFlow,
+``synflow_ahead`` and ``autos_lookahead30_paths`` on the same seeds and
+recipe are in ``results/variants_fmnist_mlp4`` and
+``results/variants_ahead3_fmnist_mlp4``. The scorers learn from the
+LeNet-300-100 / Fashion-MNIST IRP run of seed 0 and are shared by the three
+validation studies (``variant_scorers``).
+
+    .venv/bin/python -m experiments.run_benchmark \\
+        --config experiments/configs/variants_metagrad_fmnist_mlp4.py \\
+        --workdir experiments/results/variants_metagrad_fmnist_mlp4
+"""
+
+import ml_collections
+
+from experiments.configs import variants_fmnist_mlp4
+
+METHODS = (
+    "prospr", "prospr_paths", "autos_metagrad_paths", "autos_gsum",
+    "autos_paperpreset",
+)  # fmt: skip
+SCORERS = "experiments/results/variants_metagrad_scorers"
+
+
+def get_config(quick: bool = False) -> ml_collections.ConfigDict:
+    config = variants_fmnist_mlp4.get_config(quick)
+    config.methods = METHODS
+    if not quick:  # a smoke test fits its own scorers in its work directory
+        config.variant_scorers = SCORERS
+    return config
