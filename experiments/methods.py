@@ -34,7 +34,13 @@ import jax.numpy as jnp
 
 from autosparse_jax import allocation as al
 from autosparse_jax import criteria, data, evaluation, irp, masks, models
-from experiments import common, variants, variants_allocation, variants_metagrad
+from experiments import (
+    common,
+    variants,
+    variants_allocation,
+    variants_context,
+    variants_metagrad,
+)
 
 MaskFn = Callable[[common.Target, float, Any], tuple[Any, Any] | None]
 SANITY_CHECKS = ("shuffled", "reinit")
@@ -209,6 +215,7 @@ METHODS: dict[str, MaskFn] = {
     "irp": irp_round,
     **variants.VARIANTS,
     **variants_allocation.VARIANTS,
+    **variants_context.VARIANTS,
     **variants_metagrad.VARIANTS,
 }
 """The methods known by plain name (see the module docstring for the rest)."""
