@@ -1,9 +1,10 @@
 """Meta-gradient and paper-setting AutoS variants on validation seeds (5, 6).
 
 ``mlp300_200_100_50`` / Fashion-MNIST (study 2's target), 98 / 99 / 99.5 %,
-the study's recipe; only the methods of ``experiments.variants_metagrad``:
+the study's recipe; the methods of ``experiments.variants_metagrad``:
 ``prospr``, ``prospr_paths``, ``autos_metagrad_paths`` (direction 5),
-``autos_gsum`` and ``autos_paperpreset`` (direction 2). SynFlow,
+``autos_gsum`` and ``autos_paperpreset`` (direction 2), and ``autos_global``
+(not run on these seeds before) beside the last two. SynFlow,
 ``synflow_ahead`` and ``autos_lookahead30_paths`` on the same seeds and
 recipe are in ``results/variants_fmnist_mlp4`` and
 ``results/variants_ahead3_fmnist_mlp4``. The scorers learn from the
@@ -22,6 +23,7 @@ from experiments.configs import variants_fmnist_mlp4
 METHODS = (
     "prospr", "prospr_paths", "autos_metagrad_paths", "autos_gsum",
     "autos_paperpreset",
+    "autos_global",  # the paper's AutoS as it stands, for the two above
 )  # fmt: skip
 SCORERS = "experiments/results/variants_metagrad_scorers"
 
