@@ -53,8 +53,8 @@ def verdict(records: list[dict], sparsity: float, irp_acc: float) -> str:
         f"At {100 * sparsity:g} % sparsity the better AutoS ({autos}, "
         f"{acc[autos]:.2f} %) is {order} SynFlow ({acc['synflow']:.2f} %) and "
         f"{irp_acc - acc[autos]:.2f} points below IRP ({irp_acc:.2f} %) on this "
-        "one seed; the 3-seed studies in experiments/RESULTS.md find SynFlow "
-        "ahead of every AutoS variant at 99-99.5 %."
+        "one seed; experiments/RESULTS.md compares every AutoS variant with "
+        "SynFlow and IRP over 3 seeds on three targets."
     )
 
 

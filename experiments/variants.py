@@ -76,23 +76,34 @@ def target_ahead(t: common.Target, study: Any) -> Any:
     return cache[t.seed]
 
 
-def fit_lookahead_scorer(config: Any, loss: str = "mse") -> scorer_lib.Scorer:
-    """The within-layer scorer on look-ahead features of the source IRP run."""
+def fit_scorer(
+    config: Any, feature_config: features.FeatureConfig, loss: str = "mse"
+) -> scorer_lib.Scorer:
+    """A within-layer scorer on ``feature_config`` features of the source run.
+
+    The labels of the source IRP run (``config.source``), its scoring batches,
+    a held-out split of its weights and the default scorer recipe with
+    ``config.scorer_num_steps`` steps and ``loss``; the source's look-ahead
+    (the same fraction of the source's own recipe) is trained only when the
+    feature set reads it.
+    """
     labels = irp.load_labels(config.source)
     meta = labels.metadata
     source_config = common.load_config(config.source_config)
     host = data.load_dataset(meta["dataset"], meta.get("train_split", "train"))
     recipe = common.make_recipe(source_config, len(host["label"]))
     key = jax.random.key(config.scorer_seed)
-    ahead = _ahead(
-        recipe, jax.random.fold_in(key, 1), labels.init_params,
-        labels.init_model_state, train.to_device(host), config,
-    )  # fmt: skip
+    ahead = None
+    if reads_ahead(feature_config):
+        ahead = _ahead(
+            recipe, jax.random.fold_in(key, 1), labels.init_params,
+            labels.init_model_state, train.to_device(host), config,
+        )  # fmt: skip
     apply_fn = common.models.make_apply_fn(recipe.model, labels.init_model_state)
     feats = features.compute_features(
         labels.init_params, common.source_batches(config, labels),
         apply_fn=apply_fn, ahead_params=ahead,
-        **dataclasses.asdict(LOOKAHEAD_FEATURES),
+        **dataclasses.asdict(feature_config),
     )  # fmt: skip
     x = features.stack_features(feats)
     y = np.asarray(features.stack_leaves(labels.counts)) / meta["num_rounds"]
@@ -107,10 +118,20 @@ def fit_lookahead_scorer(config: Any, loss: str = "mse") -> scorer_lib.Scorer:
             scorer_lib.PRESETS["default"], num_steps=config.scorer_num_steps,
             loss=loss,
         ),
-        feature_config=LOOKAHEAD_FEATURES,
+        feature_config=feature_config,
         validation=(x[val_idx], y[val_idx]), progress=False,
     )  # fmt: skip
     return fitted
+
+
+def reads_ahead(feature_config: features.FeatureConfig) -> bool:
+    """Whether a feature set reads the look-ahead weights ``w_k``."""
+    return "wk" in feature_config.names
+
+
+def fit_lookahead_scorer(config: Any, loss: str = "mse") -> scorer_lib.Scorer:
+    """The within-layer scorer on look-ahead features of the source IRP run."""
+    return fit_scorer(config, LOOKAHEAD_FEATURES, loss)
 
 
 def lookahead_scorer(study: Any, loss: str = "mse") -> scorer_lib.Scorer:

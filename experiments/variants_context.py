@@ -15,7 +15,8 @@ standardised within the layer):
 
 Each scorer learns from the source IRP run (``config.source``) with the same
 features (and look-ahead) on the source, and is saved once per work directory
-(``<workdir>[/lookahead30]/<feature set>_scorer/``). Every mask applies to the
+(``<workdir>[/lookahead30]/<feature set>_scorer/``; fitted by
+``variants.fit_scorer``). Every mask applies to the
 target's initial weights.
 """
 
@@ -23,10 +24,7 @@ import dataclasses
 import os
 from typing import Any
 
-import jax
-import numpy as np
-
-from autosparse_jax import criteria, data, evaluation, features, irp, train
+from autosparse_jax import criteria, features
 from autosparse_jax import scorer as scorer_lib
 from experiments import common, variants
 
@@ -34,53 +32,6 @@ CONTEXT = features.FeatureConfig(feature_set="context", normalization="layer")
 CONTEXT_LOOKAHEAD = features.FeatureConfig(
     feature_set="context_lookahead", normalization="layer"
 )
-
-
-def _reads_ahead(feature_config: features.FeatureConfig) -> bool:
-    return "wk" in feature_config.names
-
-
-def fit_scorer(
-    config: Any, feature_config: features.FeatureConfig
-) -> scorer_lib.Scorer:
-    """The within-layer scorer on ``feature_config`` features of the source run.
-
-    As ``variants.fit_lookahead_scorer`` (the same labels, scoring batches,
-    held-out split and scorer recipe), for any feature set; the source's
-    look-ahead is trained only when the set reads it.
-    """
-    labels = irp.load_labels(config.source)
-    meta = labels.metadata
-    host = data.load_dataset(meta["dataset"], meta.get("train_split", "train"))
-    source_config = common.load_config(config.source_config)
-    recipe = common.make_recipe(source_config, len(host["label"]))
-    key = jax.random.key(config.scorer_seed)
-    ahead = None
-    if _reads_ahead(feature_config):
-        ahead = variants._ahead(
-            recipe, jax.random.fold_in(key, 1), labels.init_params,
-            labels.init_model_state, train.to_device(host), config,
-        )  # fmt: skip
-    feats = features.compute_features(
-        labels.init_params, common.source_batches(config, labels),
-        apply_fn=common.models.make_apply_fn(recipe.model, labels.init_model_state),
-        ahead_params=ahead, **dataclasses.asdict(feature_config),
-    )  # fmt: skip
-    x = features.stack_features(feats)
-    y = np.asarray(features.stack_leaves(labels.counts)) / meta["num_rounds"]
-    y = scorer_lib.within_layer_targets(y, features.layer_ids(labels.init_params))
-    fit_idx, val_idx = evaluation.split_weights(
-        config.scorer_seed, len(y), config.validation_fraction
-    )
-    fitted, _ = scorer_lib.train_scorer(
-        key, x[fit_idx], y[fit_idx],
-        config=dataclasses.replace(
-            scorer_lib.PRESETS["default"], num_steps=config.scorer_num_steps
-        ),
-        feature_config=feature_config,
-        validation=(x[val_idx], y[val_idx]), progress=False,
-    )  # fmt: skip
-    return fitted
 
 
 def context_scorer(
@@ -92,7 +43,9 @@ def context_scorer(
     if name not in cache:
         path = os.path.abspath(os.path.join(study.workdir, name))
         if not os.path.isdir(path):
-            scorer_lib.save_scorer(path, fit_scorer(study.config, feature_config))
+            scorer_lib.save_scorer(
+                path, variants.fit_scorer(study.config, feature_config)
+            )
         cache[name] = scorer_lib.load_scorer(path)
     return cache[name]
 
@@ -101,7 +54,11 @@ def context_scores(
     t: common.Target, study: Any, feature_config: features.FeatureConfig
 ) -> Any:
     """The scorer's within-layer scores of the target's weights."""
-    ahead = variants.target_ahead(t, study) if _reads_ahead(feature_config) else None
+    ahead = (
+        variants.target_ahead(t, study)
+        if variants.reads_ahead(feature_config)
+        else None
+    )
     feats = features.compute_features(
         t.params, t.batches, apply_fn=t.apply_fn, ahead_params=ahead,
         **dataclasses.asdict(feature_config),

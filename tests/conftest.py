@@ -13,8 +13,34 @@ import pytest  # noqa: E402
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
 
+# The test files that take longest (end-to-end scripts, notebooks, many
+# compiles), longest first. ``make test`` runs files in two xdist workers in
+# collection order (``--dist loadfile``); starting the long ones first keeps a
+# long file from being the last one left. A file not listed runs after them.
+LONGEST_FIRST = (
+    "test_allocation.py",
+    "test_experiments.py",
+    "test_irp.py",
+    "test_single_path.py",
+    "test_scorer_study.py",
+    "test_notebooks.py",
+    "test_data.py",
+    "test_autosparse.py",
+    "test_models.py",
+    "test_irp_resume.py",
+    "test_pretrained.py",
+    "test_irp_study.py",
+)
+
+
+def _file_rank(item) -> int:
+    name = item.path.name
+    return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+
 def pytest_collection_modifyitems(config, items):
-    """Skips tests marked ``gpu`` when no accelerator is present."""
+    """Runs the longest files first; skips ``gpu`` tests on CPU-only machines."""
+    items.sort(key=_file_rank)  # stable: the order within a file is kept
     if jax.default_backend() != "cpu":
         return
     skip = pytest.mark.skip(reason="needs a GPU or TPU")

@@ -262,6 +262,11 @@ def test_fast_conv_grad_gives_same_params_outputs_and_gradients(name, input_shap
         loss = lambda p: (apply_fn(p, x) ** 2).sum()  # noqa: E731
         return jax.jit(jax.grad(loss), compiler_options=_FAST)
 
+    def outputs(model):
+        apply_fn = models.make_apply_fn(model, state, train=True)
+        return jax.jit(apply_fn, compiler_options=_FAST)(params, x)
+
+    chex.assert_trees_all_close(outputs(fast), outputs(plain), rtol=2e-5, atol=2e-6)
     chex.assert_trees_all_close(
         grad(fast)(params),
         grad(plain)(params),
