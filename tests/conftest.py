@@ -62,6 +62,27 @@ class TinyMLP(nn.Module):
         return nn.Dense(self.num_classes, name="head")(x)
 
 
+def tiny_target(shape=(8, 8, 1)):
+    """A ``TinyMLP`` (10 classes, 64 hidden units) as a study target
+    (``experiments.common.Target``, seed 3, two scoring batches of 32), and its
+    model."""
+    from autosparse_jax import models
+    from experiments import common
+
+    model = TinyMLP(num_classes=10, hidden=64)
+    params, state = models.init_params(jax.random.key(3), model, shape)
+    batch = {
+        "image": jax.random.normal(jax.random.key(1), (2, 32, *shape)),
+        "label": jax.random.randint(jax.random.key(2), (2, 32), 0, 10),
+    }
+    target = common.Target(
+        seed=3, params=params, model_state=state,
+        apply_fn=models.make_apply_fn(model, state), batches=batch,
+        prune_key=jax.random.key(4), data_key=jax.random.key(5), phi=None,
+    )  # fmt: skip
+    return target, model
+
+
 @pytest.fixture
 def key():
     return jax.random.key(0)

@@ -5,32 +5,17 @@ import types
 import jax
 import numpy as np
 import pytest
-from conftest import TinyMLP
+from conftest import tiny_target
 
-from autosparse_jax import allocation, criteria, masks, models
-from experiments import common, methods
+from autosparse_jax import allocation, criteria, masks
+from experiments import methods
 
 SHAPE = (8, 8, 1)
 
 
 @pytest.fixture(scope="module")
 def target():
-    model = TinyMLP(num_classes=10, hidden=64)
-    params, state = models.init_params(jax.random.key(3), model, SHAPE)
-    batch = {
-        "image": jax.random.normal(jax.random.key(1), (2, 32, *SHAPE)),
-        "label": jax.random.randint(jax.random.key(2), (2, 32), 0, 10),
-    }
-    t = common.Target(
-        seed=3,
-        params=params,
-        model_state=state,
-        apply_fn=models.make_apply_fn(model, state),
-        batches=batch,
-        prune_key=jax.random.key(4),
-        data_key=jax.random.key(5),
-        phi=None,
-    )
+    t, model = tiny_target(SHAPE)
     study = types.SimpleNamespace(
         recipe=types.SimpleNamespace(model=model, input_shape=SHAPE)
     )

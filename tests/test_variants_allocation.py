@@ -7,11 +7,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import TinyMLP
+from conftest import tiny_target
 
 from autosparse_jax import allocation as al
-from autosparse_jax import criteria, layers, masks, models
-from experiments import common, methods
+from autosparse_jax import criteria, layers, masks
+from experiments import methods
 from experiments import variants_allocation as va
 
 SHAPE = (8, 8, 1)
@@ -25,17 +25,7 @@ TARGETS = {  # labels directory -> (model, dataset) of its run
 
 @pytest.fixture(scope="module")
 def target():
-    model = TinyMLP(num_classes=10, hidden=64)
-    params, state = models.init_params(jax.random.key(3), model, SHAPE)
-    batch = {
-        "image": jax.random.normal(jax.random.key(1), (2, 32, *SHAPE)),
-        "label": jax.random.randint(jax.random.key(2), (2, 32), 0, 10),
-    }
-    return common.Target(
-        seed=3, params=params, model_state=state,
-        apply_fn=models.make_apply_fn(model, state), batches=batch,
-        prune_key=jax.random.key(4), data_key=jax.random.key(5), phi=None,
-    )  # fmt: skip
+    return tiny_target(SHAPE)[0]
 
 
 @pytest.fixture

@@ -12,9 +12,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import TinyMLP
+from conftest import tiny_target
 
-from autosparse_jax import features, masks, models
+from autosparse_jax import features, masks
 from autosparse_jax import scorer as scorer_lib
 from experiments import common, methods, variants, variants_context
 
@@ -23,17 +23,7 @@ SHAPE = (8, 8, 1)
 
 @pytest.fixture(scope="module")
 def target():
-    model = TinyMLP(num_classes=10, hidden=64)
-    params, state = models.init_params(jax.random.key(3), model, SHAPE)
-    batch = {
-        "image": jax.random.normal(jax.random.key(1), (2, 32, *SHAPE)),
-        "label": jax.random.randint(jax.random.key(2), (2, 32), 0, 10),
-    }
-    return common.Target(
-        seed=3, params=params, model_state=state,
-        apply_fn=models.make_apply_fn(model, state), batches=batch,
-        prune_key=jax.random.key(4), data_key=jax.random.key(5), phi=None,
-    )  # fmt: skip
+    return tiny_target(SHAPE)[0]
 
 
 def _scorer(t, feature_config, ahead=None):

@@ -12,7 +12,7 @@ Two parts, both with the ``fmnist_lenet300`` model and data:
   10-epoch recipe, plus dense.
 
 Command: ``make demo`` (or ``.venv/bin/python -m experiments.demo``).
-Hardware: 2 CPU cores; runtime about 4 minutes (see ``experiments/README.md``).
+Hardware: 2 CPU cores; runtime 6-7 minutes measured (see ``experiments/README.md``).
 """
 
 import ml_collections
