@@ -47,6 +47,9 @@ def _check(mask, params, sparsity):
 @pytest.mark.parametrize("name", sorted(pretrained.NAMES))
 def test_each_artifact_prunes_its_source_architecture_and_a_user_model(name):
     autos = pretrained.load(name)
+    # Jitted: one compilation per model instead of hundreds of eager ops
+    # (test_autosparse prunes eagerly).
+    prune = jax.jit(autos.prune, static_argnames=("apply_fn",))
     key = jax.random.key(0)
     lenet = models.get_model("lenet300_100", num_classes=10)
     params, state = models.init_params(key, lenet, (28, 28, 1))
@@ -55,7 +58,7 @@ def test_each_artifact_prunes_its_source_architecture_and_a_user_model(name):
         "label": jax.random.randint(key, (64,), 0, 10),
     }
     apply_fn = models.make_apply_fn(lenet, state)
-    mask = autos.prune(key, params, batch, apply_fn=apply_fn, sparsity=0.98)
+    mask = prune(key, params, batch, apply_fn=apply_fn, sparsity=0.98)
     _check(mask, params, 0.98)
 
     user = UserCNN()
@@ -64,7 +67,7 @@ def test_each_artifact_prunes_its_source_architecture_and_a_user_model(name):
         "image": jax.random.normal(key, (16, 12, 12, 3)),
         "label": jax.random.randint(key, (16,), 0, 5),
     }
-    mask = autos.prune(
+    mask = prune(
         key, params, batch, apply_fn=lambda p, x: user.apply({"params": p}, x),
         sparsity=0.98,
     )  # fmt: skip
