@@ -6,7 +6,7 @@ Command (from the repository root; ``make demo`` installs everything first):
 
 Steps: prepare Fashion-MNIST; run a short IRP on LeNet-300-100 (seed 0) and
 save its survival labels; fit AutoS (scorers and layer-allocation model) on
-them; prune a fresh LeNet-300-100 (seed 1) at 90 / 98 / 99 % with AutoS
+them; prune a fresh LeNet-300-100 (seed 1) at 90 and 99 % with AutoS
 (global threshold and learned allocation), SynFlow, SNIP, magnitude and
 random; train each mask with the one shared recipe; print the table, the IRP
 source run's own accuracy as a reference, and how AutoS compares. Writes
