@@ -345,9 +345,7 @@ def save(directory: str | os.PathLike, autos: AutoSparse) -> None:
     Example:
       >>> save("runs/autos_lenet300", autos)
     """
-    meta = _metadata(autos)
-    meta["checksum"] = checkpoint.checksum(_variables(autos), meta)
-    checkpoint.save(directory, _variables(autos), metadata=meta)
+    checkpoint.save(directory, _variables(autos), metadata=_metadata(autos))
 
 
 def _refuse(directory: Any, problem: str) -> ValueError:
@@ -359,10 +357,8 @@ def _refuse(directory: Any, problem: str) -> ValueError:
 def _read_metadata(directory: str | os.PathLike) -> dict[str, Any]:
     try:
         meta = checkpoint.load_metadata(directory)
-    except json.JSONDecodeError as err:
-        raise _refuse(
-            directory, f"metadata.json is truncated or corrupt ({err})."
-        ) from err
+    except checkpoint.CorruptCheckpointError as err:
+        raise _refuse(directory, err.problem) from err
     if meta.get("kind") != _KIND:
         raise _refuse(
             directory,
@@ -415,21 +411,10 @@ def load(directory: str | os.PathLike) -> AutoSparse:
       >>> autos = load("runs/autos_lenet300")
     """
     meta = _read_metadata(directory)
-    try:
-        tree = checkpoint.restore(directory)
-    except FileNotFoundError:
-        raise
-    except Exception as err:  # Orbax/TensorStore errors of a damaged file.
-        raise _refuse(
-            directory, f"its arrays cannot be read ({type(err).__name__})."
-        ) from err
-    expected = meta.pop("checksum", None)
-    if expected is None or checkpoint.checksum(tree, meta) != expected:
-        raise _refuse(
-            directory,
-            "its checksum does not match its contents (the file was changed or "
-            "truncated after it was saved).",
-        )
+    try:  # Verifies the checksum of the arrays and the metadata.
+        tree = checkpoint.restore(directory, require_checksum=True)
+    except checkpoint.CorruptCheckpointError as err:
+        raise _refuse(directory, err.problem) from err
     if set(tree) != set(_SCORERS):
         raise _refuse(directory, f"it holds {sorted(tree)}, expected {_SCORERS}.")
     scorers = {

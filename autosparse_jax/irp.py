@@ -17,12 +17,14 @@ import math
 import os
 import re
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, NamedTuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from autosparse_jax import checkpoint, criteria, masks, train
@@ -33,6 +35,12 @@ _CRITERIA = ("magnitude", "snip")
 _RESETS = ("full", "kernels")
 _ROUND_DIR = re.compile(r"^round_(\d+)$")
 _REWIND_STREAM = 0x7FFFFFFF  # fold_in data of the late-rewinding key stream
+_RUN_PARTS = (  # a run fingerprint's entries but the optimizer, and a mismatch
+    ("key", "the key differs"),
+    ("params", "the initial params (or model state) differ"),
+    ("train_data", "the training data differs"),
+    ("preprocess", "the preprocessing differs"),
+)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -119,7 +127,8 @@ class DivergedError(FloatingPointError):
     Attributes:
       round_index: the round that diverged.
       history: the rows of every round run (including those of a resumed
-        run's earlier calls), the diverged one last with ``"diverged": True``.
+        run's earlier calls), the diverged one last with ``"diverged": True``
+        and ``checkpoint_seconds`` nan (it is not checkpointed).
     """
 
     def __init__(self, message: str, *, round_index: int, history: Sequence[dict]):
@@ -271,28 +280,149 @@ def _fingerprint(params: Params) -> str:
     )
 
 
-def _last_round(directory: str) -> int | None:
-    """Index of the last complete round checkpoint in ``directory``, if any."""
+def _without_keys(tree: Any) -> Any:
+    """Typed PRNG keys as their key data (hashable bytes)."""
+
+    def data(x):
+        is_key = isinstance(x, jax.Array) and jax.dtypes.issubdtype(
+            x.dtype, jax.dtypes.prng_key
+        )
+        return jax.random.key_data(x) if is_key else x
+
+    return jax.tree.map(data, tree)
+
+
+def _optimizer_fingerprint(optimizer: optax.GradientTransformation, params) -> str:
+    """Hash of what ``optimizer`` does: two updates of fixed probe gradients
+    on fixed probe params shaped like ``params``, and the state after them.
+
+    An optax transformation holds no config to compare, so it is recognised
+    by its behaviour; two optimizers that agree on these updates count as one.
+    Run eagerly (each operation compiles once per process); exact on one kind
+    of device, XLA may round it differently on another.
+    """
+    leaves, treedef = jax.tree.flatten(params)
+
+    def wave(phase):  # Fixed host values, one phase per tree.
+        return jax.tree.unflatten(
+            treedef,
+            [
+                np.cos(np.arange(x.size) * 0.7 + phase + i)
+                .reshape(x.shape)
+                .astype(x.dtype)
+                for i, x in enumerate(leaves)
+            ],
+        )
+
+    probe_params, updates = wave(0.0), []
+    state = optimizer.init(probe_params)
+    for t in (1, 2):
+        update, state = optimizer.update(wave(0.5 * t), state, probe_params)
+        probe_params = optax.apply_updates(probe_params, update)
+        updates.append(update)
+    return checkpoint.checksum(_without_keys({"updates": updates, "state": state}))
+
+
+def _run_fingerprint(key, params, model_state, train_data, optimizer, preprocess):
+    """Hashes of what makes the run besides its config and model (host)."""
+    return {
+        "key": checkpoint.checksum(_without_keys(key)),
+        "params": checkpoint.checksum({"params": params, "state": model_state}),
+        "train_data": checkpoint.checksum(dict(train_data)),
+        "preprocess": None
+        if preprocess is None
+        else json.loads(json.dumps(dataclasses.asdict(preprocess))),
+        "optimizer": _optimizer_fingerprint(optimizer, params),
+    }
+
+
+def _round_dirs(directory: str) -> list[int]:
+    """Indices of the complete round checkpoints in ``directory``, newest first."""
     if not os.path.isdir(directory):
-        return None
+        return []
     rounds = [
         int(m.group(1)) for d in os.listdir(directory) if (m := _ROUND_DIR.match(d))
     ]
-    return max(rounds, default=None)
+    return sorted(rounds, reverse=True)
 
 
-def _check_same_run(meta: Mapping[str, Any], config: IRPConfig, fingerprint: str):
-    if meta["config"] != dataclasses.asdict(config):
-        raise ValueError(
-            f"The checkpoint directory holds an IRP run with config {meta['config']}, "
-            f"not {dataclasses.asdict(config)}; resume with the same config or "
-            "choose another checkpoint_dir (nothing was changed there)."
+def _check_same_run(
+    directory: str,
+    meta: Mapping[str, Any],
+    config: IRPConfig,
+    fingerprint: str,
+    run: Mapping[str, Any],
+    new_optimizer: bool,
+):
+    """Refuses a directory holding another run, saying every difference.
+
+    Checkpoints saved before run fingerprints existed check config and shapes.
+    """
+    given = dataclasses.asdict(config)
+    diffs = []
+    if meta["config"] != given:
+        diffs.append(
+            f"the config differs (saved {meta['config']}, given {given}); resume "
+            "with the same config"
         )
     if meta["fingerprint"] != fingerprint:
+        diffs.append("it holds another model (different parameter shapes)")
+    else:
+        saved = meta.get("run", {})
+        diffs += [msg for k, msg in _RUN_PARTS if k in saved and saved[k] != run[k]]
+        optimizer_differs = saved.get("optimizer", run["optimizer"]) != run["optimizer"]
+        if optimizer_differs and not new_optimizer:
+            diffs.append(
+                "the optimizer differs (it makes other updates); to continue the "
+                "run with it on purpose, e.g. with a smaller learning rate after "
+                "a diverged round, pass resume_with_new_optimizer=True"
+            )
+    if diffs:
         raise ValueError(
-            "The checkpoint directory holds an IRP run of another model (different "
-            "parameter shapes); choose another checkpoint_dir (nothing was changed)."
+            f"The checkpoint directory {directory} holds another IRP run: "
+            + "; ".join(diffs)
+            + ". Nothing was changed there; call irp with that run's arguments "
+            "or choose another checkpoint_dir."
         )
+
+
+def _move_aside(path: str) -> str:
+    """Renames a damaged checkpoint ``path`` to a free ``path.corrupt[N]``."""
+    dest, n = path + ".corrupt", 1
+    while os.path.exists(dest):
+        n += 1
+        dest = f"{path}.corrupt{n}"
+    os.rename(path, dest)
+    return dest
+
+
+def _resume(directory: str, target_fn: Callable[[int], Any], check: Callable):
+    """The newest intact round: ``(round, metadata, saved tree)`` or ``None``.
+
+    ``check(metadata)`` refuses another run before anything is changed.
+    Damaged newer rounds (unreadable, truncated, checksum mismatch) are then
+    moved aside to ``round_XX.corrupt`` with a warning, so they are rerun.
+    """
+    damaged, found = [], None
+    for r in _round_dirs(directory):
+        path = os.path.join(directory, f"round_{r:02d}")
+        try:
+            meta = checkpoint.load_metadata(path)
+            check(meta)
+            found = r, meta, checkpoint.restore(path, target_fn(r))
+            break
+        except (checkpoint.CorruptCheckpointError, FileNotFoundError) as err:
+            damaged.append((path, getattr(err, "problem", str(err))))
+        except KeyError as err:  # Valid JSON without irp's entries.
+            damaged.append((path, f"its metadata has no {err} entry"))
+    resumes = f"from round {found[0]}" if found else "from scratch (no round is intact)"
+    for path, problem in damaged:
+        warnings.warn(
+            f"IRP checkpoint {path} is damaged ({problem}); moved it to "
+            f"{_move_aside(path)} and resuming {resumes}.",
+            stacklevel=3,
+        )
+    return found
 
 
 def _saved_tree(carry, rewind_params, rewind_state, masks_so_far, state):
@@ -304,6 +434,24 @@ def _saved_tree(carry, rewind_params, rewind_state, masks_so_far, state):
         "opt_state": state.opt_state,
         "step": state.step,
     }
+
+
+def _diverged(directory, r, row, history) -> DivergedError:
+    if directory is None:
+        saved = "nothing was checkpointed (no checkpoint_dir)"
+    else:
+        done = f"rounds 0-{r - 1} are" if r else "no round is"
+        saved = (
+            f"{done} checkpointed in {directory} (round {r} is not); call irp "
+            "again there, e.g. with a smaller learning rate and "
+            f"resume_with_new_optimizer=True, to resume at round {r}"
+        )
+    return DivergedError(
+        f"IRP round {r} diverged: its train loss is {row['train_loss']} at "
+        f"sparsity {row['sparsity']:.4f}; {saved}.",
+        round_index=r,
+        history=history,
+    )
 
 
 # ------------------------------------------------------------------ the run
@@ -323,13 +471,25 @@ def irp(
     checkpoint_dir: str | os.PathLike | None = None,
     callback: Callable[[int, dict[str, float]], None] | None = None,
     progress: bool | None = None,
+    resume_with_new_optimizer: bool = False,
 ) -> IRPResult:
     """Runs IRP for ``config.num_rounds`` rounds (host loop over rounds).
 
     Every round is the same jitted program (compiled once); with
     ``checkpoint_dir`` every round ends with a checkpoint ``round_XX`` of
     everything needed to continue, and calling ``irp`` again with the same
-    directory, config and model resumes after the last complete round.
+    directory and arguments resumes after the last intact round.
+
+    Resuming: each checkpoint records the run's config, parameter shapes and
+    fingerprints of its key, initial params and model state, training data,
+    preprocessing and optimizer (by its updates on a fixed probe); a call that
+    differs in any of them is refused, naming each difference, except for the
+    optimizer with ``resume_with_new_optimizer=True`` (the rounds it trains
+    record the new one). A damaged newest round (unreadable, truncated, or
+    not matching its checksum) is moved aside to ``round_XX.corrupt`` with a
+    warning and rerun from the newest intact round before it. A directory
+    whose rounds are all done returns the saved result with a warning that
+    nothing was trained.
 
     Args:
       key: the run's key; round ``r`` uses ``fold_in(key, r)``.
@@ -345,17 +505,21 @@ def irp(
       checkpoint_dir: directory for per-round checkpoints (resumable).
       callback: ``callback(round, metrics)`` after each round.
       progress: tqdm bar over rounds; ``None``: only on a terminal.
+      resume_with_new_optimizer: resume ``checkpoint_dir`` even though its
+        rounds were trained with another optimizer.
 
     Returns:
       An ``IRPResult``.
 
     Raises:
-      ValueError: ``checkpoint_dir`` holds a run with another config or model.
+      ValueError: ``checkpoint_dir`` holds another run (config, model, key,
+        initial params, training data, preprocessing or optimizer differ);
+        nothing there is changed.
       DivergedError: a round's train loss (its last epoch's mean) is NaN or
         infinite. The run stops after that round's callback; the round is not
         checkpointed, so the directory holds the rounds before it and a call
-        with another optimizer (e.g. a smaller learning rate; the optimizer is
-        not part of the saved config) resumes by rerunning it.
+        with another optimizer (e.g. a smaller learning rate) and
+        ``resume_with_new_optimizer=True`` resumes by rerunning it.
 
     Example:
       >>> result = irp(key, params, train_data, model=model, optimizer=opt,
@@ -369,25 +533,24 @@ def irp(
     directory = None if checkpoint_dir is None else os.fspath(checkpoint_dir)
     fingerprint = _fingerprint(params)
     dense = masks.dense_mask(params)
-    last = None if directory is None else _last_round(directory)
-    rewind_params, rewind_state = params, model_state
-    if config.rewind_step and last is None:  # On resume it comes from the save.
-        late_rewind = _late_rewind_fn(config, model, optimizer, preprocess)
-        rewind_params, rewind_state = jax.jit(late_rewind)(
-            jax.random.fold_in(key, _REWIND_STREAM), params, model_state, train_data
-        )
     counts = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.int32), params)
-    carry = _Carry(rewind_params, rewind_state, dense, counts)
-    state = train.init_train_state(rewind_params, dense, optimizer, rewind_state)
-    masks_so_far, history, start = [dense], [], 0
-    if last is not None:
-        path = os.path.join(directory, f"round_{last:02d}")
-        meta = checkpoint.load_metadata(path)
-        _check_same_run(meta, config, fingerprint)
-        target = _saved_tree(
-            carry, rewind_params, rewind_state, [dense] * (last + 2), state
+    carry = _Carry(params, model_state, dense, counts)
+    state = train.init_train_state(params, dense, optimizer, model_state)
+    rewind_params, rewind_state = params, model_state
+    masks_so_far, history, start, found = [dense], [], 0, None
+    if directory is not None:
+        run = _run_fingerprint(
+            key, params, model_state, train_data, optimizer, preprocess
         )
-        saved = checkpoint.restore(path, target)
+        found = _resume(
+            directory,
+            lambda r: _saved_tree(carry, params, model_state, [dense] * (r + 2), state),
+            lambda meta: _check_same_run(
+                directory, meta, config, fingerprint, run, resume_with_new_optimizer
+            ),
+        )
+    if found is not None:
+        last, meta, saved = found
         carry = _Carry(**saved["carry"])
         rewind_params, rewind_state = (
             saved["rewind_params"],
@@ -404,6 +567,20 @@ def irp(
         history, start = list(meta["history"]), last + 1
         # The last round's save was not yet timed when its metadata was written.
         history[-1].setdefault("checkpoint_seconds", float("nan"))
+        if start >= config.num_rounds:
+            warnings.warn(
+                f"All {config.num_rounds} rounds of the IRP run in {directory} "
+                "are already done; returning its saved result, nothing was "
+                "trained.",
+                stacklevel=2,
+            )
+    elif config.rewind_step:  # On resume it comes from the save.
+        late_rewind = _late_rewind_fn(config, model, optimizer, preprocess)
+        rewind_params, rewind_state = jax.jit(late_rewind)(
+            jax.random.fold_in(key, _REWIND_STREAM), params, model_state, train_data
+        )
+        carry = _Carry(rewind_params, rewind_state, dense, counts)
+        state = train.init_train_state(rewind_params, dense, optimizer, rewind_state)
 
     run_round = jax.jit(_round_fn(config, model, optimizer, preprocess))
     show = train._show_progress(progress)
@@ -415,25 +592,11 @@ def irp(
         row = {"round": r, **jax.tree.map(float, jax.device_get(metrics))}
         row["seconds"] = time.perf_counter() - tic
         if not math.isfinite(row["train_loss"]):
-            row["diverged"] = True
+            row.update(checkpoint_seconds=float("nan"), diverged=True)
             history.append(row)
             if callback is not None:
                 callback(r, row)
-            if directory is None:
-                saved = "nothing was checkpointed (no checkpoint_dir)"
-            else:
-                done = f"rounds 0-{r - 1} are" if r else "no round is"
-                saved = (
-                    f"{done} checkpointed in {directory} (round {r} is not); call "
-                    "irp again there, e.g. with a smaller learning rate, to "
-                    f"resume at round {r}"
-                )
-            raise DivergedError(
-                f"IRP round {r} diverged: its train loss is {row['train_loss']} "
-                f"at sparsity {row['sparsity']:.4f}; {saved}.",
-                round_index=r,
-                history=history,
-            )
+            raise _diverged(directory, r, row, history)
         masks_so_far.append(carry.mask)
         tic = time.perf_counter()
         if directory is not None:
@@ -443,6 +606,7 @@ def irp(
                 metadata={
                     "config": dataclasses.asdict(config),
                     "fingerprint": fingerprint,
+                    "run": run,
                     "round": r,
                     "history": history + [row],
                 },

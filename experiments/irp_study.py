@@ -163,6 +163,7 @@ def log_line(row: Mapping[str, Any], num_rounds: int) -> str:
         f"test acc {100 * row['test_accuracy']:.2f}%  {row['seconds']:.1f} s "
         f"(compile {row['compile_seconds']:.1f} s)  "
         f"checkpoint {row['checkpoint_seconds']:.2f} s"
+        + ("  DIVERGED" if row.get("diverged") else "")
     )
 
 

@@ -1,6 +1,8 @@
 """Tests for autosparse_jax.checkpoint: round trip, atomic save, errors, checksum."""
 
+import json
 import os
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -113,3 +115,117 @@ def test_checksum_changes_with_the_dtype_and_the_metadata():
     assert checkpoint.checksum(tree, meta) != checkpoint.checksum(
         tree, {**meta, "round": 3}
     )
+
+
+# ------------------------------------------------- integrity checks on restore
+
+
+@pytest.fixture
+def saved(tmp_path):
+    path = tmp_path / "ckpt"
+    checkpoint.save(path, _tree(), metadata={"round": 1})
+    return path
+
+
+def _edit_metadata(path, edit):
+    meta = json.loads((path / "metadata.json").read_text())
+    edit(meta)
+    (path / "metadata.json").write_text(json.dumps(meta))
+
+
+def test_save_stores_a_checksum_that_load_metadata_leaves_out(saved):
+    raw = json.loads((saved / "metadata.json").read_text())
+    assert raw["checksum"] == checkpoint.checksum(_tree(), {"round": 1})
+    assert checkpoint.load_metadata(saved) == {"round": 1}
+    with pytest.raises(ValueError, match="'checksum' is reserved"):
+        checkpoint.save(saved.parent / "other", _tree(), metadata={"checksum": 1})
+
+
+def test_edited_metadata_fails_the_checksum(saved):
+    _edit_metadata(saved, lambda meta: meta.update(round=2))
+    with pytest.raises(
+        checkpoint.CorruptCheckpointError,
+        match=rf"Checkpoint {saved} is damaged: its checksum does not match",
+    ):
+        checkpoint.restore(saved, _tree())
+
+
+def test_other_arrays_in_a_readable_store_fail_the_checksum(saved, tmp_path):
+    other = {**_tree(), "counts": jnp.array([0, 3, 4], jnp.int32)}
+    checkpoint.save(tmp_path / "other", other, metadata={"round": 1})
+    shutil.rmtree(saved / "state")
+    shutil.copytree(tmp_path / "other" / "state", saved / "state")
+    with pytest.raises(checkpoint.CorruptCheckpointError, match="checksum does not"):
+        checkpoint.restore(saved)  # without a target too
+    assert_trees_all_equal(checkpoint.restore(tmp_path / "other", other), other)
+
+
+def test_flipped_bytes_in_an_array_file_are_refused(tmp_path):
+    # Random floats: Orbax compresses arange-like arrays beyond recognition.
+    tree = {"w": np.random.default_rng(0).standard_normal(64).astype(np.float32)}
+    path = tmp_path / "ckpt"
+    checkpoint.save(path, tree)
+    needle = tree["w"].tobytes()
+    files = [
+        p
+        for p in (path / "state").rglob("*")
+        if p.is_file() and needle in p.read_bytes()
+    ]
+    assert files, "the array's bytes are in no file under state/"
+    for file in files:
+        data = bytearray(file.read_bytes())
+        data[data.index(needle) + 5] ^= 0x01  # one bit of one float
+        file.write_bytes(bytes(data))
+    with pytest.raises(checkpoint.CorruptCheckpointError, match=str(path)) as err:
+        checkpoint.restore(path, tree)
+    # Orbax's OCDBT store checks a CRC-32C of each file: its error, chained.
+    assert "its arrays cannot be read" in err.value.problem
+    assert err.value.__cause__ is not None
+
+
+def test_truncated_metadata_is_refused_naming_the_file(saved):
+    path = saved / "metadata.json"
+    path.write_text(path.read_text()[:20])
+    for load in (checkpoint.load_metadata, checkpoint.restore):
+        with pytest.raises(
+            checkpoint.CorruptCheckpointError,
+            match=rf"{path} is damaged: metadata.json is truncated",
+        ):
+            load(saved)
+
+
+def test_missing_arrays_are_a_damaged_checkpoint(saved):
+    shutil.rmtree(saved / "state")
+    with pytest.raises(checkpoint.CorruptCheckpointError, match="arrays .* missing"):
+        checkpoint.restore(saved, _tree())
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        (lambda t: t["counts"].astype(jnp.float32), r"saved int32\[3\], target float"),
+        (lambda t: jnp.zeros(4, jnp.int32), r"saved int32\[3\], target int32\[4\]"),
+        (lambda t: {"c": t["counts"]}, "counts/c: not in the checkpoint"),
+    ],
+    ids=["dtype", "shape", "structure"],
+)
+def test_a_target_with_another_layout_is_refused_not_cast(saved, change, problem):
+    target = {**_tree(), "counts": change(_tree())}
+    with pytest.raises(ValueError, match=rf"does not match the target.*{problem}"):
+        checkpoint.restore(saved, target)
+
+
+def test_checkpoint_without_checksum_loads_with_a_warning(saved):
+    _edit_metadata(saved, lambda meta: meta.pop("checksum"))
+    with pytest.warns(UserWarning, match=rf"{saved} has no checksum"):
+        assert_trees_all_equal(checkpoint.restore(saved, _tree()), _tree())
+    with pytest.raises(checkpoint.CorruptCheckpointError, match="has no checksum"):
+        checkpoint.restore(saved, require_checksum=True)
+
+
+def test_committed_checkpoint_saved_before_checksums_loads():
+    path = "experiments/results/variants_metagrad_scorers/gsum_scorer"
+    assert "checksum" not in json.loads(open(f"{path}/metadata.json").read())
+    with pytest.warns(UserWarning, match="no checksum"):
+        tree = checkpoint.restore(path)
+    assert jax.tree.leaves(tree) and checkpoint.load_metadata(path)["kind"]

@@ -2,7 +2,9 @@
 compilation, checkpoints and exact resumption (tiny MLP, generated data)."""
 
 import dataclasses
+import json
 import os
+import re
 import shutil
 
 import chex
@@ -177,18 +179,127 @@ def test_late_rewinding_rewinds_to_trained_weights():
     assert len(result.masks) == 2
 
 
-def test_resume_after_lost_rounds_is_exact(tmp_path):
-    full = _run(CONFIG, checkpoint_dir=tmp_path / "a")
-    assert sorted(os.listdir(tmp_path / "a")) == ["round_00", "round_01", "round_02"]
-    shutil.copytree(tmp_path / "a", tmp_path / "b")
-    for r in ("round_01", "round_02"):  # as if killed during round 1
-        shutil.rmtree(tmp_path / "b" / r)
-    os.makedirs(tmp_path / "b" / "round_01.tmp")  # a save cut short
-    resumed = _run(CONFIG, checkpoint_dir=tmp_path / "b")
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A finished ``CONFIG`` run with checkpoints: ``(directory, result)``."""
+    directory = tmp_path_factory.mktemp("finished") / "run"
+    return directory, _run(CONFIG, checkpoint_dir=directory)
+
+
+def _assert_same_run(resumed, full):
     assert_trees_all_equal(list(resumed.masks), list(full.masks))
     assert_trees_all_equal(resumed.counts, full.counts)
     assert_trees_all_equal(resumed.final_state.params, full.final_state.params)
     assert _deterministic(resumed.history) == _deterministic(full.history)
+
+
+def test_resume_after_lost_rounds_is_exact(finished, tmp_path):
+    directory, full = finished
+    assert sorted(os.listdir(directory)) == ["round_00", "round_01", "round_02"]
+    shutil.copytree(directory, tmp_path / "b")
+    for r in ("round_01", "round_02"):  # as if killed during round 1
+        shutil.rmtree(tmp_path / "b" / r)
+    os.makedirs(tmp_path / "b" / "round_01.tmp")  # a save cut short
+    _assert_same_run(_run(CONFIG, checkpoint_dir=tmp_path / "b"), full)
+
+
+def _truncate_arrays(round_dir):
+    """Halves every data file of the round's Orbax store (under ``.../d/``)."""
+    files = [p for p in (round_dir / "state").rglob("*") if p.parent.name == "d"]
+    assert files
+    for path in files:
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _edit_history(round_dir):
+    """A valid ``metadata.json`` with one changed number: only the checksum tells."""
+    path = round_dir / "metadata.json"
+    meta = json.loads(path.read_text())
+    meta["history"][0]["train_loss"] += 1.0
+    path.write_text(json.dumps(meta))
+
+
+def test_resume_falls_back_past_damaged_rounds_and_is_exact(finished, tmp_path):
+    directory, full = finished
+    copy = tmp_path / "run"
+    shutil.copytree(directory, copy)
+    _truncate_arrays(copy / "round_02")
+    _edit_history(copy / "round_01")
+    with pytest.warns(UserWarning, match="resuming from round 0") as record:
+        resumed = _run(CONFIG, checkpoint_dir=copy)
+    warned = " ".join(str(w.message) for w in record)
+    assert f"{copy / 'round_02'} is damaged (its arrays cannot be read" in warned
+    assert f"{copy / 'round_01'} is damaged (its checksum does not match" in warned
+    _assert_same_run(resumed, full)
+    assert sorted(os.listdir(copy)) == [
+        "round_00",
+        "round_01",
+        "round_01.corrupt",  # moved aside, never deleted
+        "round_02",
+        "round_02.corrupt",
+    ]
+
+
+def test_resume_with_no_intact_round_starts_from_scratch(finished, tmp_path):
+    directory, full = finished
+    copy = tmp_path / "run"
+    shutil.copytree(directory, copy)
+    shutil.rmtree(copy / "round_02")
+    shutil.rmtree(copy / "round_01")
+    path = copy / "round_00" / "metadata.json"
+    path.write_text(path.read_text()[:100])
+    with pytest.warns(UserWarning, match=r"metadata.json is truncated.*from scratch"):
+        _assert_same_run(_run(CONFIG, checkpoint_dir=copy), full)
+    assert "round_00.corrupt" in os.listdir(copy)
+
+
+_DIFFERENCES = {
+    "key": "the key differs",
+    "params": r"the initial params \(or model state\) differ",
+    "data": "the training data differs",
+    "optimizer": "the optimizer differs",
+}
+
+
+@pytest.mark.parametrize("change", sorted(_DIFFERENCES))
+def test_resume_of_another_run_is_refused_naming_the_difference(finished, change):
+    directory, _ = finished
+    model, params, dataset = _setup()
+    args = {
+        "key": jax.random.key(1),
+        "params": params,
+        "train_data": dataset,
+        "optimizer": train.sgd(0.1, momentum=0.9),  # _run's
+    }
+    args[change if change != "data" else "train_data"] = {
+        "key": jax.random.key(2),
+        "params": jax.tree.map(lambda x: x.at[0].add(1e-3), params),
+        "data": {**dataset, "label": (dataset["label"] + 1) % 3},
+        "optimizer": train.sgd(0.05, momentum=0.9),
+    }[change]
+    listing = sorted(os.listdir(directory))
+    with pytest.raises(ValueError, match="Nothing was changed") as err:
+        irp.irp(
+            args.pop("key"),
+            args.pop("params"),
+            args.pop("train_data"),
+            model=model,
+            config=CONFIG,
+            preprocess=PREPROCESS,
+            checkpoint_dir=directory,
+            progress=False,
+            **args,
+        )
+    named = [k for k, msg in _DIFFERENCES.items() if re.search(msg, str(err.value))]
+    assert named == [change]
+    assert sorted(os.listdir(directory)) == listing
+
+
+def test_finished_directory_returns_the_saved_result_and_warns(finished):
+    directory, full = finished
+    with pytest.warns(UserWarning, match="already done.*nothing was trained"):
+        again = _run(CONFIG, checkpoint_dir=directory)
+    _assert_same_run(again, full)
 
 
 def test_directory_of_another_run_is_refused_and_kept(tmp_path):
@@ -396,6 +507,7 @@ def test_diverged_round_stops_the_run_and_is_not_checkpointed(tmp_path):
             config=config,
             checkpoint_dir=tmp_path,
             callback=lambda r, row: seen.append(r),
+            resume_with_new_optimizer=True,
         )
     assert sorted(os.listdir(tmp_path)) == ["round_00"]
     assert seen == [1]
@@ -404,6 +516,6 @@ def test_diverged_round_stops_the_run_and_is_not_checkpointed(tmp_path):
     last = info.value.history[-1]
     assert last["diverged"] is True and not np.isfinite(last["train_loss"])
     assert "diverged" not in info.value.history[0]
-    # The directory still resumes, e.g. with a sane optimizer.
+    # The directory still resumes with the optimizer its rounds were saved with.
     result = _run(optimizer=healthy, config=config, checkpoint_dir=tmp_path)
     assert len(result.history) == 2 and np.isfinite(result.history[-1]["train_loss"])

@@ -15,7 +15,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from autosparse_jax import _tfds_datasets, irp
+from autosparse_jax import _tfds_datasets, irp, train
 from experiments import common, irp_study, run_irp
 
 needs_fashion_mnist = pytest.mark.skipif(
@@ -286,15 +286,64 @@ def test_irp_quick_runs_resumes_and_writes_outputs(tmp_path, capsys):
 
     # The demo's call on the same directory: everything done, nothing trained.
     config = common.load_config(run_irp.DEFAULT_CONFIG, quick=True)
-    study = irp_study.run(config, str(tmp_path), baselines=False, progress=False)
+    with pytest.warns(UserWarning, match="nothing was trained"):
+        study = irp_study.run(config, str(tmp_path), baselines=False, progress=False)
     assert study.rows == rounds
     assert study.labels_dir == str(tmp_path / "labels")
     assert "## IRP rounds" in study.summary and "## Baselines" not in study.summary
     assert common.read_jsonl(str(tmp_path / "baselines.jsonl")) == baselines
 
-    run_irp.main(argv)  # everything done: resumes, trains nothing new
+    with pytest.warns(UserWarning, match="nothing was trained"):
+        run_irp.main(argv)  # everything done: resumes, trains nothing new
     assert common.read_jsonl(str(tmp_path / "history.jsonl")) == rounds
     assert common.read_jsonl(str(tmp_path / "baselines.jsonl")) == baselines
     invocations = common.read_jsonl(str(tmp_path / "invocations.jsonl"))
     assert [i["rounds_run"] for i in invocations] == [3, 0, 0]
     assert "## Baselines" in (tmp_path / "summary.md").read_text()
+
+
+def test_a_diverged_run_raises_its_message_and_saves_no_labels(tmp_path, monkeypatch):
+    """The script stops (a non-zero exit) with irp's message and writes no labels."""
+    from conftest import TinyMLP
+
+    rng = np.random.default_rng(0)
+
+    def images(n):
+        return {
+            "image": rng.integers(0, 256, (n, 28, 28, 1), dtype=np.uint8),
+            "label": rng.integers(0, 10, (n,)).astype(np.int32),
+        }
+
+    model = TinyMLP(num_classes=10)
+
+    def tiny_setup(config):
+        params = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))["params"]
+        recipe = common.Recipe(
+            model=model,
+            trained_model=model,
+            input_shape=(28, 28, 1),
+            optimizer=train.sgd(1e30),  # diverges in round 0
+            train_epoch=None,
+            evaluate=None,
+            num_epochs=1,
+        )
+        host = images(256)
+        return irp_study.Setup(
+            host_train=host,
+            train_data=train.to_device(host),
+            test_data=train.to_device(images(100)),
+            recipe=recipe,
+            params=params,
+            model_state={},
+            prune_key=jax.random.key(1),
+            data_key=jax.random.key(2),
+            irp_key=jax.random.key(3),
+        )
+
+    monkeypatch.setattr(irp_study, "make_setup", tiny_setup)
+    with pytest.raises(irp.DivergedError, match=r"IRP round 0 diverged.*no round is"):
+        run_irp.main(["--quick", "--workdir", str(tmp_path)])
+    assert not (tmp_path / "labels").exists()
+    assert not (tmp_path / "summary.md").exists()
+    (row,) = common.read_jsonl(str(tmp_path / "history.jsonl"))
+    assert row["diverged"] is True
