@@ -21,6 +21,7 @@ asked (``global_topk(min_per_layer=0)``), at least one in every layer.
 import dataclasses
 import inspect
 import math
+import numbers
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -298,7 +299,25 @@ def _checked(source: AllocationSource) -> AllocationSource:
             f"densities must be [E, L] with L = {num_layers} layers, got "
             f"{densities.shape}."
         )
-    return AllocationSource(phi, densities, source.sizes)
+    outside = densities[~((densities >= 0) & (densities <= 1))]
+    if outside.size:
+        raise ValueError(
+            f"densities must be finite fractions in [0, 1] (kept weights per "
+            f"layer), got {outside[:3].tolist()}; pass allocation.layer_densities("
+            "masks), not sparsities, percentages or NaN."
+        )
+    if not np.isfinite(phi).all():
+        raise ValueError(
+            "phi (the layer features) holds NaN or inf; compute it with "
+            "allocation.layer_features(params, ...)."
+        )
+    sizes = np.asarray(source.sizes)
+    if sizes.shape != (num_layers,) or not (sizes > 0).all():
+        raise ValueError(
+            f"sizes must be [L] = [{num_layers}] positive layer sizes, got "
+            f"{sizes.tolist()}; pass allocation.layer_sizes(params)."
+        )
+    return AllocationSource(phi, densities, sizes)
 
 
 def _round_rows(x: np.ndarray, densities: np.ndarray, sizes: np.ndarray) -> tuple:
@@ -500,7 +519,13 @@ def integer_counts(
 
 
 def num_keep(sparsity: Any, ctx: AllocationContext) -> Any:
-    """``round((1 - sparsity) * N)``: the total every allocation must keep."""
+    """``round((1 - sparsity) * N)``: the total every allocation must keep.
+
+    A concrete ``sparsity`` outside ``[0, 1)`` raises ``ValueError``; a traced
+    one follows ``masks.mask_from_scores``'s rule (clipped into ``[0, 1]``, NaN
+    keeps nothing).
+    """
+    masks._check_sparsity(sparsity)
     return masks._num_keep(sparsity, int(ctx.sizes.sum()))
 
 
@@ -609,6 +634,15 @@ def erk(*, power_scale: float = 1.0) -> Allocation:
       artificial neural networks with adaptive sparse connectivity inspired by
       network science", Nature Communications.
     """
+    if (
+        not isinstance(power_scale, numbers.Real)
+        or isinstance(power_scale, bool)
+        or not math.isfinite(power_scale)
+    ):
+        raise ValueError(
+            f"power_scale must be a finite number (1: ERK, 0: uniform), got "
+            f"{power_scale!r}."
+        )
     return _ERK(float(power_scale))
 
 

@@ -17,8 +17,8 @@ from typing import Protocol
 import jax
 import jax.numpy as jnp
 
+from autosparse_jax import _names, losses, masks
 from autosparse_jax import allocation as allocation_lib
-from autosparse_jax import losses, masks
 from autosparse_jax.types import (
     ApplyFn,
     Batch,
@@ -53,21 +53,55 @@ class Criterion(Protocol):
 
 
 def _stacked(batch: Batch) -> Batch:
-    """``batch`` with a leading axis of batches: ``label [K, B]``."""
+    """``batch`` with a leading axis of batches: ``label [K, B]``.
+
+    Checks what the shapes and dtypes tell (free under ``jax.jit``): float
+    images, integer labels, one label per image.
+    """
     if batch["image"].dtype == jnp.uint8:
         raise ValueError(
             "Criteria need preprocessed float images; apply "
             "data.preprocess(None, images, data.preprocess_config(name), "
             "train=False) to the batch first."
         )
-    if batch["label"].ndim == 1:
-        return jax.tree.map(lambda x: x[None], batch)
-    if batch["label"].ndim == 2:
-        return batch
-    raise ValueError(
-        f"batch['label'] must be [B] (one batch) or [K, B] (K batches), got shape "
-        f"{batch['label'].shape}."
-    )
+    if not jnp.issubdtype(batch["label"].dtype, jnp.integer):
+        raise ValueError(
+            f"batch['label'] must hold integer class indices, got dtype "
+            f"{batch['label'].dtype}; pass labels.astype(jnp.int32) (or build the "
+            "data with data.from_arrays, which checks them)."
+        )
+    lead = batch["label"].ndim
+    if lead not in (1, 2):
+        raise ValueError(
+            f"batch['label'] must be [B] (one batch) or [K, B] (K batches), got "
+            f"shape {batch['label'].shape}."
+        )
+    if batch["image"].shape[:lead] != batch["label"].shape:
+        raise ValueError(
+            f"batch has {batch['image'].shape[lead - 1]} images but "
+            f"{batch['label'].shape[-1]} labels (image shape {batch['image'].shape}, "
+            f"label shape {batch['label'].shape}); pass one label per image."
+        )
+    return jax.tree.map(lambda x: x[None], batch) if lead == 1 else batch
+
+
+def _check_labels(batch: Batch | None, params: Params, apply_fn: ApplyFn) -> None:
+    """Concrete labels must lie in ``[0, C)`` for a model with ``C`` logits."""
+    if batch is None or not masks._is_concrete(batch["label"]):
+        return
+    stacked = _stacked(batch)
+    example = jax.ShapeDtypeStruct(stacked["image"].shape[1:], jnp.float32)
+    logits = jax.eval_shape(apply_fn, params, example)
+    num_classes = logits.shape[-1]
+    with jax.ensure_compile_time_eval():
+        low, high = jax.device_get((jnp.min(batch["label"]), jnp.max(batch["label"])))
+    if low < 0 or high >= num_classes:
+        raise ValueError(
+            f"batch labels must be in [0, {num_classes}) (the model has "
+            f"{num_classes} logits), got a minimum of {low} and a maximum of "
+            f"{high}; map classes to 0 .. {num_classes - 1} or build the model with "
+            "num_classes large enough."
+        )
 
 
 def _mean_over_batches(fn: Callable[[Batch], Params], batch: Batch) -> Params:
@@ -377,22 +411,37 @@ def rank_matched(
     return jax.tree_util.tree_map_with_path(deal, params, scores)
 
 
-CRITERIA: Mapping[str, Criterion] = MappingProxyType(
+CRITERIA: Mapping[str, Criterion] = _names.NameTable(
+    "criterion",
     {
         "random": random,
         "magnitude": magnitude,
         "snip": snip,
         "grasp": grasp,
         "synflow": synflow,
-    }
+    },
 )
-"""Read-only mapping from name to criterion."""
+"""Read-only mapping from name to criterion (an unknown name's ``KeyError``
+lists the valid ones)."""
 
 DEFAULT_ROUNDS: Mapping[str, int] = MappingProxyType({"synflow": 100})
 """Rounds each criterion is iterated for by default (1 if absent)."""
 
 
 # --------------------------------------------------------------- public API
+
+
+def _check_criterion(criterion: object) -> None:
+    if not callable(criterion):
+        hint = (
+            f"CRITERIA[{criterion!r}]"
+            if isinstance(criterion, str)
+            else "e.g. CRITERIA['snip']"
+        )
+        raise ValueError(
+            "criterion must be a callable fn(key, params, batch, *, apply_fn, mask) "
+            f"-> scores, got {criterion!r}; pass {hint}."
+        )
 
 
 def compute_scores(
@@ -425,12 +474,18 @@ def compute_scores(
       float32 scores parallel to ``params``.
 
     Raises:
-      ValueError: ``mask`` does not match ``params``.
+      ValueError: ``criterion`` is not callable (e.g. a name), ``mask`` does
+        not match ``params``, params are not floating-point or (when concrete)
+        not finite, or the batch's labels are not integers in ``[0, C)``
+        (range checked when concrete) or not one per image.
 
     Example:
       >>> scores = compute_scores(key, CRITERIA["snip"], params, batch,
       ...                         apply_fn=apply_fn)
     """
+    _check_criterion(criterion)
+    masks._check_params(params)
+    _check_labels(batch, params, apply_fn)
     mask = masks.dense_mask(params) if mask is None else mask
     masks.apply_mask(params, mask)  # Validates structure, shapes and dtype.
     kwargs = allocation_lib.criterion_kwargs(criterion, prunable)
@@ -503,9 +558,12 @@ def prune_at_init(
       A ``Mask`` keeping exactly ``round((1 - sparsity) * N)`` prunable weights.
 
     Raises:
-      ValueError: bad ``num_rounds``, ``schedule`` or ``sparsity``; params with
-        no prunable weight; an allocation whose counts have the wrong shape,
-        total or range.
+      ValueError: bad ``criterion``, ``num_rounds``, ``schedule`` or
+        ``sparsity``; params with no prunable weight, not floating-point or
+        (when concrete) not finite; bad labels (see ``compute_scores``); an
+        allocation whose counts have the wrong shape, total or range. A traced
+        ``sparsity`` cannot raise: it follows ``masks.mask_from_scores``'s rule
+        (clipped into ``[0, 1]``, NaN removes everything).
 
     Example:
       >>> mask = prune_at_init(key, CRITERIA["synflow"], params, batch,
@@ -514,6 +572,7 @@ def prune_at_init(
       ...                      apply_fn=apply_fn, sparsity=0.99,
       ...                      allocation=allocation.erk())
     """
+    _check_criterion(criterion)
     if not isinstance(num_rounds, int) or num_rounds < 1:
         raise ValueError(f"num_rounds must be a positive int, got {num_rounds!r}.")
     masks.schedule_sparsity(0.0, 0, 1, schedule)  # Validates the name.

@@ -13,14 +13,13 @@ initialization from iterative pruning", arXiv 2408.14757).
 import dataclasses
 import math
 from collections.abc import Callable, Mapping, Sequence
-from types import MappingProxyType
 from typing import Any, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from autosparse_jax import criteria, masks, unit_stats
+from autosparse_jax import _names, criteria, masks, unit_stats
 from autosparse_jax.layers import LeafContext, layer_contexts
 from autosparse_jax.types import (
     ApplyFn,
@@ -192,7 +191,8 @@ _CONTEXT = (
     grad_unit_rms,
     log_synflow,
 )
-FEATURE_SETS: Mapping[str, tuple[FeatureFn, ...]] = MappingProxyType(
+FEATURE_SETS: Mapping[str, tuple[FeatureFn, ...]] = _names.NameTable(
+    "feature set",
     {
         "paper": (initial_weight, initial_grad),
         "extended": (
@@ -207,7 +207,7 @@ FEATURE_SETS: Mapping[str, tuple[FeatureFn, ...]] = MappingProxyType(
         "lookahead": (initial_weight, initial_grad, ahead_weight, ahead_growth),
         "context": _CONTEXT,
         "context_lookahead": (*_CONTEXT, ahead_weight, ahead_growth),
-    }
+    },
 )
 """Read-only: feature set name -> per-weight feature functions."""
 
@@ -222,7 +222,8 @@ _CONTEXT_NAMES = (
     "rms g0[:,i]",
     "log synflow",
 )
-FEATURE_NAMES: Mapping[str, tuple[str, ...]] = MappingProxyType(
+FEATURE_NAMES: Mapping[str, tuple[str, ...]] = _names.NameTable(
+    "feature set",
     {
         "paper": ("w0", "g0"),
         "extended": (
@@ -238,7 +239,7 @@ FEATURE_NAMES: Mapping[str, tuple[str, ...]] = MappingProxyType(
         "lookahead": ("w0", "g0", "wk", "|wk|-|w0|"),
         "context": _CONTEXT_NAMES,
         "context_lookahead": (*_CONTEXT_NAMES, "wk", "|wk|-|w0|"),
-    }
+    },
 )
 """Read-only: feature set name -> column names."""
 
@@ -339,7 +340,8 @@ def compute_features(
       that are not prunable (they are never scored).
 
     Raises:
-      ValueError: on an unknown option, uint8 images, a look-ahead feature
+      ValueError: on an unknown option, uint8 images, labels that are not
+        integers in ``[0, C)`` (range checked when concrete), a look-ahead feature
         set without ``ahead_params``, or a context set whose ``apply_fn`` runs
         no Linen module for some prunable kernel.
 
@@ -367,6 +369,7 @@ def compute_features(
     else:
         ahead = jax.tree.map(jnp.zeros_like, params)
     stacked = criteria._stacked(batches)
+    criteria._check_labels(batches, params, apply_fn)
     contexts = layer_contexts(
         params,
         apply_fn=apply_fn,

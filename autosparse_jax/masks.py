@@ -59,6 +59,30 @@ def _check_bool(leaf: Any, path: tuple[Any, ...]) -> None:
         )
 
 
+def _check_params(params: Any, what: str = "params", *, finite: bool = True) -> None:
+    """Floating-point leaves (always); finite ones (when concrete and ``finite``)."""
+    items = jax.tree_util.tree_flatten_with_path(params)[0]
+    for path, leaf in items:
+        dtype = jnp.result_type(leaf)
+        if not jnp.issubdtype(dtype, jnp.floating):
+            raise ValueError(
+                f"{what} must be floating-point arrays, but leaf {leaf_name(path)!r} "
+                f"has dtype {dtype}; cast with jax.tree.map(lambda p: "
+                f"p.astype(jnp.float32), {what})."
+            )
+    concrete = [(p, x) for p, x in items if finite and _is_concrete(x)]
+    if not concrete:
+        return
+    with jax.ensure_compile_time_eval():
+        flags = jax.device_get([jnp.isfinite(x).all() for _, x in concrete])
+    bad = [leaf_name(p) for (p, _), ok in zip(concrete, flags, strict=True) if not ok]
+    if bad:
+        raise ValueError(
+            f"{what} hold NaN or inf in the leaves {bad}; re-initialise them (a "
+            "diverged training run or a bad checkpoint gives such weights)."
+        )
+
+
 def _mask_leaves(mask: Mask, ref: Any, ref_name: str) -> list:
     """Checks ``mask`` against ``ref`` (structure, bool dtype, shapes); its leaves."""
     items, treedef = jax.tree_util.tree_flatten_with_path(ref)
@@ -100,18 +124,24 @@ def _check_sparsity(value: Any, where: str = "") -> None:
 
 
 def _check_finite(items: list, flags: list[bool]) -> None:
-    """Raises if a concrete prunable score leaf holds NaN or inf (tracers skipped)."""
+    """Raises if a concrete prunable score leaf holds NaN or inf.
+
+    Concrete leaves are checked even inside a ``jax.jit`` trace (scores closed
+    over as constants); traced leaves cannot be, and follow the ranking rule of
+    ``mask_from_scores`` instead (NaN ranks lowest).
+    """
     items = [(p, x) for (p, x), f in zip(items, flags, strict=True) if f]
     items = [(p, x) for p, x in items if _is_concrete(x)]
     if not items:
         return
-    finite = np.asarray(jnp.stack([jnp.isfinite(x).all() for _, x in items]))
+    with jax.ensure_compile_time_eval():
+        finite = np.asarray(jnp.stack([jnp.isfinite(x).all() for _, x in items]))
     bad = [leaf_name(p) for (p, _), ok in zip(items, finite, strict=True) if not ok]
     if bad:
         raise ValueError(
             f"scores must be finite, but the prunable leaves {bad} contain NaN or "
-            "inf. Fix the criterion; to keep weights pruned pass mask= instead of "
-            "-inf scores."
+            "inf. Fix the criterion (or the params it scored: NaN weights give NaN "
+            "scores); to keep weights pruned pass mask= instead of -inf scores."
         )
 
 
@@ -126,6 +156,8 @@ def _num_keep(sparsity: Any, n: int) -> Any:
         keep = (np.float32(1.0) - np.float32(sparsity)) * np.float32(n)
         return int(np.round(keep))
     s = jnp.asarray(sparsity, jnp.float32)
+    # A traced sparsity cannot raise: clip it into [0, 1]; NaN removes everything.
+    s = jnp.where(jnp.isnan(s), jnp.float32(1), jnp.clip(s, 0.0, 1.0))
     return jnp.round((1.0 - s) * jnp.float32(n)).astype(jnp.int32)
 
 
@@ -283,8 +315,17 @@ def mask_from_scores(
     or ``N > 2**24``. ``sparsity`` counts all prunable weights, so with ``mask`` it is
     the total target, not a fraction of the survivors: weights pruned in ``mask``
     score ``-inf``, the result is ANDed with ``mask``, and if fewer are alive than
-    requested all alive ones are kept. Traced NaN scores rank lowest. Non-prunable
-    leaves are all ``True``. A higher sparsity gives a subset.
+    requested all alive ones are kept. Non-prunable leaves are all ``True``. A
+    higher sparsity gives a subset.
+
+    Bad values under ``jax.jit``: concrete scores (arguments of an eager call,
+    or constants closed over by a jitted function) and a concrete sparsity are
+    checked and raise. Traced values cannot raise, so they follow fixed rules
+    instead: a NaN score ranks below every other score (as ``-inf``), so a
+    NaN-scored weight is never kept before a finite-scored one; a traced
+    sparsity outside ``[0, 1]`` is clipped into it (below 0 keeps everything,
+    above 1 keeps nothing) and a NaN sparsity removes every prunable weight,
+    so a bad sparsity gives a visibly broken mask rather than a plausible one.
 
     Args:
       scores: pytree parallel to params; higher means keep.
