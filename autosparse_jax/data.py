@@ -8,7 +8,6 @@ form), with a ``PreprocessConfig`` fitted to them by ``fit_preprocess``.
 import dataclasses
 import os
 from collections.abc import Iterator, Mapping, Sequence
-from types import MappingProxyType
 from typing import NamedTuple
 
 import jax
@@ -16,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from autosparse_jax import _names
 from autosparse_jax.types import PRNGKey
 
 _AUGMENTED = ("cifar10", "cifar100")
@@ -40,7 +40,8 @@ class DatasetInfo(NamedTuple):
     scale: float = 255.0
 
 
-DATASETS: Mapping[str, DatasetInfo] = MappingProxyType(
+DATASETS: Mapping[str, DatasetInfo] = _names.NameTable(
+    "dataset",
     {
         "fashion_mnist": DatasetInfo(10, (28, 28, 1), (0.2860,), (0.3530,)),
         "mnist": DatasetInfo(10, (28, 28, 1), (0.1307,), (0.3081,)),
@@ -53,7 +54,7 @@ DATASETS: Mapping[str, DatasetInfo] = MappingProxyType(
         # Float signals of length 40, already roughly standardised; mean and std
         # measured on the generated train split (4000 examples).
         "mnist1d": DatasetInfo(10, (40, 1, 1), (-0.0003,), (0.9976,), scale=1.0),
-    }
+    },
 )
 """Supported datasets (read-only): name -> ``DatasetInfo``."""
 
@@ -68,12 +69,48 @@ class PreprocessConfig:
       augment: apply ``random_crop_flip`` when ``preprocess(..., train=True)``.
       scale: raw inputs are divided by it before ``mean``/``std`` (255 for uint8
         images, 1 for mnist1d's float signals).
+      input_shape: ``(H, W, C)`` of the images it was made for, or ``None``
+        (any shape); ``preprocess`` refuses images of another shape, so one
+        dataset's statistics are never applied to another's inputs.
+
+    Raises:
+      ValueError: non-finite ``mean``, ``std`` not positive and finite,
+        ``scale`` not positive, or ``input_shape`` not three positive ints.
     """
 
     mean: tuple[float, ...]
     std: tuple[float, ...]
     augment: bool = False
     scale: float = 255.0
+    input_shape: tuple[int, ...] | None = None
+
+    def __post_init__(self):
+        mean, std = np.asarray(self.mean, float), np.asarray(self.std, float)
+        if mean.ndim != 1 or not mean.size or not np.isfinite(mean).all():
+            raise ValueError(
+                f"mean must be a non-empty sequence of finite numbers (one per "
+                f"channel), got {self.mean!r}."
+            )
+        if std.ndim != 1 or not std.size or not (np.isfinite(std) & (std > 0)).all():
+            raise ValueError(
+                f"std must be a non-empty sequence of positive finite numbers (one "
+                f"per channel), got {self.std!r}."
+            )
+        if not (isinstance(self.scale, int | float) and 0 < self.scale < np.inf):
+            raise ValueError(
+                f"scale must be a positive number, got {self.scale!r}; use 255.0 "
+                "for uint8 images, 1.0 for float inputs."
+            )
+        shape = self.input_shape
+        if shape is not None and not (
+            isinstance(shape, tuple)
+            and len(shape) == 3
+            and all(isinstance(d, int) and d > 0 for d in shape)
+        ):
+            raise ValueError(
+                f"input_shape must be None or three positive ints (H, W, C), got "
+                f"{shape!r}."
+            )
 
 
 def _check_name(name: str) -> DatasetInfo:
@@ -123,8 +160,9 @@ def load_dataset(
       ``preprocess_config``).
 
     Raises:
-      ValueError: unknown ``name``, ``source_dir`` given for another dataset, or
-        a ``mnist1d`` split that is not one of the forms above.
+      ValueError: unknown ``name``, ``source_dir`` given for another dataset,
+        a ``mnist1d`` split that is not one of the forms above, or a split
+        with no examples (``"train[:0]"``).
       FileNotFoundError: ``fashion_mnist`` has no local files and the download
         failed; the message says how to install them.
       ImportError: ``mnist1d`` is not cached yet and the ``mnist1d`` package is
@@ -147,16 +185,23 @@ def load_dataset(
     if name == "mnist1d":
         from autosparse_jax import _mnist1d
 
-        return _mnist1d.load(split, data_dir, DATASETS["mnist1d"].input_shape)
-    from autosparse_jax import _tfds_datasets  # Imports TFDS (not TensorFlow).
-
-    if name == "fashion_mnist":
-        builder = _tfds_datasets.fashion_mnist_builder(
-            data_dir=data_dir, source_dir=source_dir
-        )
+        arrays = _mnist1d.load(split, data_dir, DATASETS["mnist1d"].input_shape)
     else:
-        builder = _tfds_datasets.tfds_builder(name, data_dir=data_dir)
-    return _tfds_datasets.read_split(builder, split)
+        from autosparse_jax import _tfds_datasets  # Imports TFDS, not TensorFlow.
+
+        if name == "fashion_mnist":
+            builder = _tfds_datasets.fashion_mnist_builder(
+                data_dir=data_dir, source_dir=source_dir
+            )
+        else:
+            builder = _tfds_datasets.tfds_builder(name, data_dir=data_dir)
+        arrays = _tfds_datasets.read_split(builder, split)
+    if not len(arrays["label"]):
+        raise ValueError(
+            f"split {split!r} of {name} holds no examples; widen the slice, e.g. "
+            "'train[:1000]'."
+        )
+    return arrays
 
 
 def preprocess_config(name: str, *, augment: bool | None = None) -> PreprocessConfig:
@@ -181,7 +226,11 @@ def preprocess_config(name: str, *, augment: bool | None = None) -> PreprocessCo
     if augment is None:
         augment = name in _AUGMENTED
     return PreprocessConfig(
-        mean=info.mean, std=info.std, augment=augment, scale=info.scale
+        mean=info.mean,
+        std=info.std,
+        augment=augment,
+        scale=info.scale,
+        input_shape=info.input_shape,
     )
 
 
@@ -411,6 +460,7 @@ def fit_preprocess(
         std=tuple(float(s) for s in std),
         augment=augment,
         scale=scale,
+        input_shape=tuple(int(d) for d in images.shape[1:]),
     )
 
 
@@ -533,12 +583,22 @@ def preprocess(
       ``[B, H, W, C]`` float32.
 
     Raises:
-      ValueError: augmentation is requested but ``key`` is None.
+      ValueError: augmentation is requested but ``key`` is None, or the images
+        are not ``[B, *config.input_shape]`` (e.g. MNIST-1D signals through
+        Fashion-MNIST's config).
 
     Example:
       >>> config = data.preprocess_config("cifar10")
       >>> x = data.preprocess(key, batch["image"], config, train=True)  # doctest: +SKIP
     """
+    expected = config.input_shape
+    if expected is not None and tuple(images.shape[1:]) != tuple(expected):
+        raise ValueError(
+            f"preprocess got images of shape {tuple(images.shape[1:])} (batch shape "
+            f"{tuple(images.shape)}), but this PreprocessConfig is for "
+            f"{tuple(expected)} images; use the config of these images' dataset "
+            "(data.preprocess_config(name) or data.fit_preprocess(train))."
+        )
     if train and config.augment:
         if key is None:
             raise ValueError(

@@ -34,7 +34,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from autosparse_jax import conv
+from autosparse_jax import _names, conv
 from autosparse_jax.types import ApplyFn, ModelState, Params, PRNGKey
 
 _FAN_IN_INIT = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
@@ -361,7 +361,8 @@ ResNet18 = functools.partial(
     ResNet, stage_sizes=(2, 2, 2, 2), stage_widths=(64, 128, 256, 512)
 )
 
-MODELS: Mapping[str, Callable[..., nn.Module]] = types.MappingProxyType(
+MODELS: Mapping[str, Callable[..., nn.Module]] = _names.NameTable(
+    "model",
     {
         "lenet300_100": LeNet300_100,
         "mlp300_200_100_50": MLP300_200_100_50,
@@ -377,7 +378,7 @@ MODELS: Mapping[str, Callable[..., nn.Module]] = types.MappingProxyType(
         "vgg19_bn": VGG19BN,
         "resnet20": ResNet20,
         "resnet18": ResNet18,
-    }
+    },
 )
 """Read-only mapping from model name to constructor taking ``num_classes=...``."""
 
@@ -393,11 +394,23 @@ def get_model(name: str, **kwargs: Any) -> nn.Module:
         The (unbound) Linen module.
 
     Raises:
-        ValueError: If ``name`` is not a key of ``MODELS``.
+        ValueError: If ``name`` is not a key of ``MODELS`` or ``num_classes`` is
+            not a positive int.
+        TypeError: On a field the model does not have.
     """
     if name not in MODELS:
         raise ValueError(
             f"Unknown model {name!r}; valid names are: {', '.join(sorted(MODELS))}."
+        )
+    num_classes = kwargs.get("num_classes", 1)
+    if (
+        not isinstance(num_classes, numbers.Integral)
+        or isinstance(num_classes, bool)
+        or num_classes < 1
+    ):
+        raise ValueError(
+            f"num_classes must be a positive int, got {num_classes!r}; e.g. "
+            "data.DATASETS[name].num_classes."
         )
     return MODELS[name](**kwargs)
 
@@ -418,7 +431,10 @@ def init_params(
         other collections (``{"batch_stats": ...}`` with BatchNorm, else ``{}``).
 
     Raises:
-        ValueError: If ``input_shape`` is not three positive ints.
+        ValueError: If ``input_shape`` is not three positive ints, or is too
+            small for the model (a pooling or strided layer would empty a
+            spatial axis; the message gives the smallest square input that
+            works).
     """
     shape = tuple(input_shape)
     if len(shape) != 3 or not all(
@@ -431,10 +447,51 @@ def init_params(
         )
     shape = tuple(int(d) for d in shape)
     x = jnp.zeros((1, *shape), jnp.float32)
-    variables = model.init(key, x, **_train_kwargs(model, False))
+    try:
+        with nn.intercept_methods(_refuse_empty_inputs):
+            variables = model.init(key, x, **_train_kwargs(model, False))
+    except _EmptyInput as err:
+        raise ValueError(
+            f"{type(model).__name__} cannot run on inputs of shape {shape}: its "
+            f"layer {err.args[0]!r} receives an empty array of shape "
+            f"{err.args[1]} (pooling or strides shrank a spatial axis to 0). "
+            f"{_minimum_size(key, model, shape)}"
+        ) from None
     params = variables["params"]
     model_state = {name: col for name, col in variables.items() if name != "params"}
     return params, model_state
+
+
+class _EmptyInput(Exception):
+    """A submodule was called on an array with a zero-sized axis."""
+
+
+def _refuse_empty_inputs(next_fun, args, kwargs, context):
+    for x in jax.tree.leaves((args, kwargs)):
+        if 0 in getattr(x, "shape", (1,)):
+            path = "/".join(context.module.path) or type(context.module).__name__
+            raise _EmptyInput(path, tuple(x.shape))
+    return next_fun(*args, **kwargs)
+
+
+def _minimum_size(key: PRNGKey, model: nn.Module, shape: tuple[int, ...]) -> str:
+    """The smallest square ``(s, s, C)`` input ``model`` initialises on, as a
+    sentence (searched with abstract evaluation only, up to 512)."""
+    for size in range(1, 513):
+        x = jax.ShapeDtypeStruct((1, size, size, shape[2]), jnp.float32)
+        try:
+            with nn.intercept_methods(_refuse_empty_inputs):
+                jax.eval_shape(
+                    functools.partial(model.init, **_train_kwargs(model, False)), key, x
+                )
+        except _EmptyInput:
+            continue
+        hint = " (an MLP takes 1-D signals)" if min(shape[:2]) == 1 else ""
+        return (
+            f"It needs inputs of at least {size}x{size} pixels, e.g. "
+            f"({size}, {size}, {shape[2]}){hint}."
+        )
+    return "No square input up to 512x512 works either."
 
 
 @functools.cache
@@ -478,6 +535,10 @@ def apply_model(
         ``logits [B, num_classes]``; with ``mutable``, ``(logits, updated)`` as
         ``nn.Module.apply`` returns them.
 
+    Raises:
+        ValueError: The params were initialised for inputs of another shape
+            (e.g. 3-channel params on 1-channel images).
+
     Example:
         >>> class Linear(nn.Module):
         ...     @nn.compact
@@ -489,7 +550,16 @@ def apply_model(
         (2, 3)
     """
     kwargs = _train_kwargs(model, train)
-    return model.apply(variables, x, mutable=mutable, **kwargs)
+    try:
+        return model.apply(variables, x, mutable=mutable, **kwargs)
+    except flax.errors.ScopeParamShapeError as err:
+        raise ValueError(
+            f"{type(model).__name__}'s params were built for other inputs than "
+            f"these of shape {tuple(x.shape[1:])} (batch shape {tuple(x.shape)}): "
+            f"{str(err).split(' (https')[0]} Initialise the params for these "
+            "inputs (models.init_params(key, model, input_shape)) or feed the "
+            "images they were built for (channels, height, width)."
+        ) from err
 
 
 def make_apply_fn(

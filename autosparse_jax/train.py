@@ -8,6 +8,7 @@ the epoch program once.
 """
 
 import math
+import numbers
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -69,9 +70,14 @@ def init_train_state(
     Returns:
       A ``TrainState`` at step 0.
 
+    Raises:
+      ValueError: ``mask`` does not match ``params``, or a params leaf is not
+        floating-point.
+
     Example:
       >>> state = init_train_state(params, masks.dense_mask(params), optax.sgd(0.1))
     """
+    masks._check_params(params, finite=False)
     model_state = {} if model_state is None else model_state
     params = jax.tree.map(jnp.array, masks.apply_mask(params, mask))
     return TrainState(
@@ -249,6 +255,62 @@ def _constrain_batch(batch, mesh):
     return jax.lax.with_sharding_constraint(batch, sharding)
 
 
+def _positive_int(name: str, value: Any) -> int:
+    """``value`` if it is a positive int, else a ``ValueError`` naming ``name``."""
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}.")
+    return int(value)
+
+
+def _check_data(data: Mapping[str, Any], name: str) -> int:
+    """What shapes and dtypes tell (free under jit); returns the example count."""
+    missing = {"image", "label"} - set(data)
+    if missing:
+        raise ValueError(
+            f"{name} needs 'image' and 'label' arrays, missing {sorted(missing)} "
+            f"(keys {sorted(data)}); build it with data.load_dataset or "
+            "data.from_arrays."
+        )
+    images, labels = data["image"], data["label"]
+    if np.ndim(labels) != 1 or np.shape(images)[:1] != np.shape(labels):
+        raise ValueError(
+            f"{name} has {np.shape(images)[0]} images but "
+            f"{np.shape(labels)[0] if np.ndim(labels) else 'scalar'} labels "
+            f"(label shape {np.shape(labels)}); pass one [N] label per image."
+        )
+    if not np.shape(labels)[0]:
+        raise ValueError(f"{name} holds no examples; pass at least one.")
+    if not jnp.issubdtype(jnp.result_type(labels), jnp.integer):
+        raise ValueError(
+            f"{name}['label'] must hold integer class indices, got dtype "
+            f"{jnp.result_type(labels)}; pass labels.astype(np.int32) (or build the "
+            "data with data.from_arrays, which checks them)."
+        )
+    return int(np.shape(labels)[0])
+
+
+def _num_classes(params: Params) -> int | None:
+    """Logits of a model whose classifier is the ``head`` Dense (this library's)."""
+    head = params.get(masks.OUTPUT_LAYER_NAME) if isinstance(params, Mapping) else None
+    kernel = head.get("kernel") if isinstance(head, Mapping) else None
+    return None if kernel is None else int(np.shape(kernel)[-1])
+
+
+def _check_label_range(data: Mapping[str, Any], name: str, num_classes: int | None):
+    """Host check, once per ``train`` call: labels in ``[0, num_classes)``."""
+    labels = data["label"]
+    low, high = jax.device_get((jnp.min(labels), jnp.max(labels)))
+    limit = np.iinfo(np.int32).max if num_classes is None else num_classes
+    if low < 0 or high >= limit:
+        bounds = ">= 0" if num_classes is None else f"in [0, {num_classes})"
+        raise ValueError(
+            f"{name}['label'] must be {bounds} (the model's classes), got a "
+            f"minimum of {low} and a maximum of {high}; map classes to "
+            "0 .. num_classes - 1 (data.from_arrays(images, labels, "
+            "num_classes=...) checks them)."
+        )
+
+
 def _check_batch_size(num_examples: int, batch_size: int, mesh: Mesh | None):
     if not 0 < batch_size <= num_examples:
         raise ValueError(
@@ -293,8 +355,10 @@ def train_epoch_fn(
       means as metrics.
     """
 
+    _positive_int("batch_size", batch_size)
+
     def train_epoch(state, data, key, epoch):
-        num_examples = data["label"].shape[0]
+        num_examples = _check_data(data, "data")
         _check_batch_size(num_examples, batch_size, mesh)
         num_batches = num_examples // batch_size
         perm_key, aug_key = jax.random.split(key)
@@ -329,6 +393,12 @@ def make_train_epoch(
     Returns:
       ``train_epoch(state, data, key, epoch) -> (state, {"loss", "accuracy"})``.
 
+    Raises:
+      ValueError: ``batch_size`` is not a positive int; when ``train_epoch``
+        is traced (from shapes and dtypes only): ``data`` without examples,
+        with unequal numbers of images and labels or non-integer labels, or
+        fewer examples than ``batch_size``.
+
     Example:
       >>> train_epoch = make_train_epoch(model, opt, batch_size=128, preprocess=cfg)
       >>> state, metrics = train_epoch(state, device_data, key, 0)
@@ -360,6 +430,7 @@ def make_eval_step(
     """
 
     def eval_step(state, batch):
+        _check_data(batch, "batch")
         weights = jnp.ones(batch["label"].shape, jnp.float32)
         loss, correct = _eval_sums(model, preprocess, state, batch, weights)
         num = batch["label"].shape[0]
@@ -386,8 +457,10 @@ def evaluate_fn(
       ``evaluate(state, data) -> {"loss", "accuracy"}``, means over all ``N``.
     """
 
+    _positive_int("batch_size", batch_size)
+
     def evaluate(state, data):
-        num_examples = data["label"].shape[0]
+        num_examples = _check_data(data, "data")
         eval_batch = min(batch_size, num_examples)
         if mesh is not None:
             eval_batch = -(-eval_batch // mesh.size) * mesh.size
@@ -421,6 +494,11 @@ def make_evaluate(
 
     Returns:
       ``evaluate(state, data) -> {"loss", "accuracy"}``, means over all ``N``.
+
+    Raises:
+      ValueError: ``batch_size`` is not a positive int; when ``evaluate`` is
+        traced: ``data`` without examples, with unequal numbers of images and
+        labels or non-integer labels.
 
     Example:
       >>> evaluate = make_evaluate(model, batch_size=1000, preprocess=cfg)
@@ -490,6 +568,13 @@ def train(
       progress: tqdm bar over epochs; ``None``: only when stderr is a terminal.
       callback: called as ``callback(epoch, metrics)`` after each epoch.
 
+    Raises:
+      ValueError: before any epoch runs, on epochs that are not ints >= 0, or
+        data without examples, with unequal numbers of images and labels, or
+        with labels that are not integers in ``[0, C)`` (``C`` read from the
+        ``head`` layer's kernel, as every model of the library names its
+        classifier; other models: labels >= 0). One small device read per call.
+
     Returns:
       The final state and one dict per epoch run: ``epoch``, ``train_loss``,
       ``train_accuracy``, ``seconds`` and, with ``eval_data``, ``test_loss`` and
@@ -500,6 +585,18 @@ def train(
 
     if eval_data is not None and evaluate is None:
         raise ValueError("eval_data was given without evaluate=make_evaluate(...).")
+    for name, value in (("num_epochs", num_epochs), ("start_epoch", start_epoch)):
+        if (
+            not isinstance(value, numbers.Integral)
+            or isinstance(value, bool)
+            or value < 0
+        ):
+            raise ValueError(f"{name} must be an int >= 0, got {value!r}.")
+    num_classes = _num_classes(state.params)
+    for name, d in (("train_data", train_data), ("eval_data", eval_data)):
+        if d is not None:
+            _check_data(d, name)
+            _check_label_range(d, name, num_classes)
     history = []
     bar = tqdm(
         range(start_epoch, num_epochs), disable=not _show_progress(progress), unit="ep"

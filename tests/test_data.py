@@ -606,7 +606,9 @@ def test_preprocess_config_defaults_and_validation():
     assert data.preprocess_config("cifar100").augment
     assert not data.preprocess_config("mnist").augment
     config = data.preprocess_config("fashion_mnist", augment=True)
-    assert config == data.PreprocessConfig(mean=(0.2860,), std=(0.3530,), augment=True)
+    assert config == data.PreprocessConfig(
+        mean=(0.2860,), std=(0.3530,), augment=True, input_shape=(28, 28, 1)
+    )
     assert config.scale == 255.0
     hash(config)
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -697,7 +699,7 @@ def test_random_crop_flip_validates():
 
 @pytest.mark.parametrize("train", [True, False])
 def test_preprocess_jit_matches_eager(key, train):
-    images = _batch(jax.random.key(3), (4, 8, 8, 3))
+    images = _batch(jax.random.key(3), (4, 32, 32, 3))
     config = data.preprocess_config("cifar10")
     eager = data.preprocess(key, images, config, train=train)
     jitted = jax.jit(data.preprocess, static_argnames=("config", "train"))
@@ -709,8 +711,21 @@ def test_preprocess_jit_matches_eager(key, train):
         np.testing.assert_array_equal(eager, expected)
 
 
+def test_preprocess_config_checks_its_fields_and_the_image_shape():
+    with pytest.raises(ValueError, match=r"std must be .* positive finite"):
+        data.PreprocessConfig(mean=(0.5,), std=(0.0,))
+    with pytest.raises(ValueError, match=r"input_shape must be None or three"):
+        data.PreprocessConfig(mean=(0.5,), std=(1.0,), input_shape=(40,))
+    pixels = np.zeros((3, 5, 5, 1), np.uint8)
+    config = data.fit_preprocess(data.from_arrays(pixels, np.zeros(3, int)))
+    assert config.input_shape == (5, 5, 1)
+    data.preprocess(None, jnp.asarray(pixels), config, train=False)
+    with pytest.raises(ValueError, match=r"\(4, 5, 1\).*for \(5, 5, 1\) images"):
+        data.preprocess(None, jnp.zeros((3, 4, 5, 1)), config, train=False)
+
+
 def test_preprocess_key_none():
-    images = _batch(jax.random.key(4), (2, 4, 4, 1))
+    images = _batch(jax.random.key(4), (2, 28, 28, 1))
     plain = data.preprocess_config("mnist")
     np.testing.assert_array_equal(
         data.preprocess(None, images, plain, train=True),
