@@ -10,7 +10,7 @@ DEFAULT_SPARSITIES = (0.9, 0.95, 0.98, 0.99)
 
 
 def _as_1d(x: npt.ArrayLike, name: str) -> np.ndarray:
-    """``x`` as a non-empty 1-D numpy array, or a ``ValueError`` naming it."""
+    """``x`` as a non-empty, finite 1-D numpy array, or a ``ValueError`` naming it."""
     arr = np.asarray(x)
     if arr.ndim != 1:
         raise ValueError(
@@ -19,6 +19,12 @@ def _as_1d(x: npt.ArrayLike, name: str) -> np.ndarray:
         )
     if arr.size == 0:
         raise ValueError(f"{name} is empty; it needs one entry per prunable weight.")
+    if np.issubdtype(arr.dtype, np.inexact) and not np.isfinite(arr).all():
+        raise ValueError(
+            f"{name} hold NaN or inf at {int((~np.isfinite(arr)).sum())} of "
+            f"{arr.size} entries; rank metrics of non-finite values are undefined. "
+            "Fix what produced them (a diverged scorer or criterion)."
+        )
     return arr
 
 
@@ -50,7 +56,8 @@ def spearman(scores: npt.ArrayLike, labels: npt.ArrayLike) -> float:
         input is constant, where it is undefined.
 
     Raises:
-        ValueError: if the inputs are not 1-D, are empty or differ in length.
+        ValueError: if the inputs are not 1-D, are empty, hold NaN or inf, or
+            differ in length.
 
     Example:
         >>> spearman([0.1, 0.5, 0.3], [0, 2, 1])

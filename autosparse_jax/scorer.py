@@ -9,10 +9,11 @@ arXiv 2408.14757).
 
 import dataclasses
 import functools
+import math
+import numbers
 import os
 import time
 from collections.abc import Mapping, Sequence
-from types import MappingProxyType
 from typing import Any, Literal
 
 import flax.linen as nn
@@ -22,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from autosparse_jax import checkpoint, evaluation, features, masks, train
+from autosparse_jax import _names, checkpoint, evaluation, features, masks, train
 from autosparse_jax.types import (
     ApplyFn,
     Batch,
@@ -68,11 +69,21 @@ class ScorerConfig:
     def __post_init__(self):
         if self.loss not in _LOSSES:
             raise ValueError(f"loss must be one of {_LOSSES}, got {self.loss!r}.")
-        for field in ("num_steps", "eval_every", "batch_size", "learning_rate"):
-            if getattr(self, field) <= 0:
-                raise ValueError(
-                    f"{field} must be positive, got {getattr(self, field)!r}."
-                )
+        for field in ("num_steps", "eval_every", "batch_size"):
+            value = getattr(self, field)
+            if not _is_int(value) or value < 1:
+                raise ValueError(f"{field} must be a positive int, got {value!r}.")
+        lr = self.learning_rate
+        if not isinstance(lr, numbers.Real) or not 0 < lr < math.inf:
+            raise ValueError(
+                f"learning_rate must be a positive finite number, got {lr!r}."
+            )
+        sizes = self.hidden_sizes
+        if not isinstance(sizes, tuple) or not all(_is_int(w) and w > 0 for w in sizes):
+            raise ValueError(
+                f"hidden_sizes must be positive ints in a tuple (one per hidden "
+                f"layer), got {sizes!r}."
+            )
         if self.num_steps % self.eval_every:
             raise ValueError(
                 f"num_steps ({self.num_steps}) must be a multiple of eval_every "
@@ -83,7 +94,12 @@ class ScorerConfig:
             raise ValueError("the ranking loss needs batch_size >= 2.")
 
 
-PRESETS: Mapping[str, ScorerConfig] = MappingProxyType(
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+PRESETS: Mapping[str, ScorerConfig] = _names.NameTable(
+    "scorer preset",
     {
         "default": ScorerConfig(),
         # The authors' simplest predictor: 10 epochs of a 266k-weight network
@@ -97,7 +113,7 @@ PRESETS: Mapping[str, ScorerConfig] = MappingProxyType(
             batch_size=4_096,
             eval_every=65,
         ),
-    }
+    },
 )
 """Read-only: preset name -> ``ScorerConfig``."""
 
@@ -184,7 +200,9 @@ def predict_flat(
 
     Raises:
       ValueError: ``x`` is not ``[N, F]`` with the scorer's ``F``, or was made
-        with another ``FeatureConfig``.
+        with another ``FeatureConfig``, or (concrete outside ``jax.jit``) a
+        prediction is NaN or inf. Under ``jax.jit`` non-finite predictions are
+        returned; ``masks.mask_from_scores`` ranks NaN lowest.
 
     Example:
       >>> s = predict_flat(scorer, stack_features(feats),
@@ -201,8 +219,16 @@ def predict_flat(
     padded = jnp.pad(x, ((0, -n % chunk), (0, 0))).reshape(-1, chunk, x.shape[1])
     model = _model(scorer.config)
     model_vars = {k: v[k] for k in ("params", "batch_stats") if k in v}
-    out = jax.lax.map(lambda c: model.apply(model_vars, c), padded)
-    return out.reshape(-1)[:n]
+    out = jax.lax.map(lambda c: model.apply(model_vars, c), padded).reshape(-1)[:n]
+    if masks._is_concrete(out):
+        bad = int(jnp.sum(~jnp.isfinite(out)))
+        if bad:
+            raise ValueError(
+                f"the scorer predicted NaN or inf for {bad} of {n} weights: its "
+                "variables or these features are not finite (a diverged or "
+                "corrupt scorer, or NaN features); retrain or reload it."
+            )
+    return out
 
 
 def predict_scores(
@@ -387,6 +413,16 @@ def _train_chunk_fn(config: ScorerConfig, optimizer: optax.GradientTransformatio
     return run
 
 
+def _check_finite(arrays: Mapping[str, Any]) -> None:
+    """Host check of training inputs: every value finite."""
+    for name, a in arrays.items():
+        if not bool(jnp.isfinite(a).all()):
+            raise ValueError(
+                f"{name} hold NaN or inf; a scorer trained on them predicts NaN. "
+                "Drop or fix those weights' rows first."
+            )
+
+
 def _validate(scorer: Scorer, predict, x: jax.Array, y: np.ndarray) -> dict:
     """Held-out Spearman (``evaluation.spearman``: average ranks) and MSE."""
     pred = np.asarray(predict(scorer, x))
@@ -428,8 +464,9 @@ def train_scorer(
       (``step``, ``train_loss``, ``val_spearman``, ``val_mse``, ``seconds``).
 
     Raises:
-      ValueError: on mismatched shapes or a feature width that does not match
-        ``feature_config``.
+      ValueError: on mismatched shapes, a feature width that does not match
+        ``feature_config``, NaN or infinite features or targets, or a training
+        loss that becomes NaN or infinite (diverged).
 
     Example:
       >>> scorer, history = train_scorer(key, x, y, config=PRESETS["default"],
@@ -440,6 +477,7 @@ def train_scorer(
     if x.ndim != 2 or y.shape != (x.shape[0],):
         raise ValueError(f"need x [N, F] and y [N], got {x.shape} and {y.shape}.")
     x, y = jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.float32)
+    _check_finite({"features x": x, "targets y": y})
     init_key, data_key = jax.random.split(key)
     scorer = init_scorer(
         init_key,
@@ -454,6 +492,7 @@ def train_scorer(
     if validation is not None:
         x_val = jnp.asarray(validation[0], jnp.float32)
         y_val = np.asarray(validation[1], np.float32)
+        _check_finite({"validation features": x_val, "validation targets": y_val})
         _check_width(scorer, x_val.shape[1])
         if y_val.shape != (x_val.shape[0],) or np.ptp(y_val) == 0:
             raise ValueError(
@@ -475,6 +514,12 @@ def train_scorer(
         current = scorer.replace(variables=variables)
         row = {"step": (c + 1) * config.eval_every, "train_loss": loss}
         row = {k: float(v) for k, v in jax.device_get(row).items()}
+        if not math.isfinite(row["train_loss"]):
+            raise ValueError(
+                f"scorer training diverged: the train loss is {row['train_loss']} "
+                f"after {row['step']} steps; lower learning_rate (now "
+                f"{config.learning_rate}) or check the features' scale."
+            )
         if validation is not None:
             metrics = _validate(current, predict, x_val, y_val)
             row.update({f"val_{k}": v for k, v in metrics.items()})
