@@ -31,18 +31,24 @@ from autosparse_jax import scorer as scorer_lib
 
 
 def load_config(path: str, *, quick: bool = False) -> ml_collections.ConfigDict:
-    """Calls ``get_config(quick=quick)`` of a config file path.
+    """Calls ``get_config(quick=quick)`` of a config file path; returns it locked.
 
     A config's small variant lives in its own ``get_config``: ``quick=True``
     returns the smoke-test version of the same study (fewer seeds, epochs and
-    examples; a check that the code runs, not a result).
+    examples; a check that the code runs, not a result). The config is
+    locked: existing fields can be overridden (``config.train.learning_rate =
+    0.1``, as the command-line overrides do), but setting a field that does not
+    exist (a typo such as ``learnig_rate``) raises ``AttributeError`` naming
+    it and the closest field, instead of adding a key nothing reads.
     """
     spec = importlib.util.spec_from_file_location("experiment_config", path)
     if spec is None or spec.loader is None:
         raise ValueError(f"Cannot import a config from {path!r}; pass a .py file.")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.get_config(quick=quick)
+    config = module.get_config(quick=quick)
+    config.lock()
+    return config
 
 
 def parse_args(
@@ -148,7 +154,18 @@ def make_recipe(config: ml_collections.ConfigDict, num_train: int) -> Recipe:
     return _RECIPES[key]
 
 
+def _check_train_config(tc: ml_collections.ConfigDict) -> None:
+    """The training section's sizes, before anything is built from them."""
+    for name in ("batch_size", "eval_batch_size", "num_epochs"):
+        value = tc[name]
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(
+                f"config.train.{name} must be a positive int, got {value!r}."
+            )
+
+
 def _build_recipe(config: ml_collections.ConfigDict, num_train: int) -> Recipe:
+    _check_train_config(config.train)
     info = data.DATASETS[config.dataset]
     model = models.get_model(config.model, num_classes=info.num_classes)
     # Same params and gradients; canonical-layout conv gradients on XLA:CPU.

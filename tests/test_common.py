@@ -26,3 +26,22 @@ def test_parse_args_loads_the_quick_variant_and_its_workdir():
     assert workdir == "experiments/results/pai_fmnist_lenet300/quick"
     _, full, workdir = common.parse_args("d", PAI, ["--workdir", "w"])
     assert full.seeds == (0, 1, 2) and workdir == "w"
+
+
+def test_jsonl_drops_a_half_written_last_line_and_ends_it_before_appending(tmp_path):
+    path = str(tmp_path / "history.jsonl")
+    common.append_jsonl(path, {"round": 0})
+    with open(path, "a") as f:
+        f.write('{"round": 1, "spars')  # killed while appending
+    assert common.read_jsonl(path) == [{"round": 0}]
+    common.append_jsonl(path, {"round": 1})
+    assert common.read_jsonl(path) == [{"round": 0}, {"round": 1}]
+    assert (tmp_path / "history.jsonl").read_text().endswith('\n{"round": 1}\n')
+
+
+def test_loaded_config_is_locked_but_its_fields_can_be_overridden():
+    config = common.load_config(PAI)
+    config.train.learning_rate = 0.5  # an existing field: fine
+    assert config.train.learning_rate == 0.5
+    with pytest.raises(AttributeError, match="learnig_rate"):
+        config.train.learnig_rate = 0.1
