@@ -1,7 +1,9 @@
 """Tests for autosparse_jax.checkpoint: round trip, atomic save, errors, checksum."""
 
+import glob
 import json
 import os
+import pathlib
 import shutil
 
 import jax
@@ -11,6 +13,8 @@ import pytest
 from conftest import assert_trees_all_equal
 
 from autosparse_jax import checkpoint
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _tree():
@@ -223,9 +227,14 @@ def test_checkpoint_without_checksum_loads_with_a_warning(saved):
         checkpoint.restore(saved, require_checksum=True)
 
 
-def test_committed_checkpoint_saved_before_checksums_loads():
-    path = "experiments/results/variants_metagrad_scorers/gsum_scorer"
-    assert "checksum" not in json.loads(open(f"{path}/metadata.json").read())
-    with pytest.warns(UserWarning, match="no checksum"):
-        tree = checkpoint.restore(path)
-    assert jax.tree.leaves(tree) and checkpoint.load_metadata(path)["kind"]
+def test_every_committed_checkpoint_verifies_its_checksum():
+    paths = sorted(
+        os.path.dirname(f)
+        for f in glob.glob(
+            f"{REPO}/experiments/results/**/metadata.json", recursive=True
+        )
+    )
+    assert len(paths) >= 30
+    for path in paths:
+        tree = checkpoint.restore(path, require_checksum=True)
+        assert jax.tree.leaves(tree), path
