@@ -81,8 +81,27 @@ class IRPConfig:
     num_score_batches: int = 1
 
     def __post_init__(self):
+        counts = ("num_rounds", "epochs_per_round", "rewind_step", "batch_size")
+        counts += ("eval_batch_size", "num_score_batches")
+        not_int = [
+            f"{name} must be an int, got {getattr(self, name)!r}"
+            for name in counts
+            if isinstance(getattr(self, name), bool)
+            or not isinstance(getattr(self, name), int)
+        ]
+        if not_int:
+            raise ValueError(f"Invalid IRPConfig: {'; '.join(not_int)}.")
+        if not isinstance(self.final_sparsity, (int, float)) or isinstance(
+            self.final_sparsity, bool
+        ):
+            raise ValueError(
+                "Invalid IRPConfig: final_sparsity must be a float in [0, 1), got "
+                f"{self.final_sparsity!r}."
+            )
         checks = [
             (self.num_rounds >= 1, "num_rounds must be >= 1"),
+            (self.batch_size >= 1, "batch_size must be >= 1"),
+            (self.eval_batch_size >= 1, "eval_batch_size must be >= 1"),
             (0.0 <= self.final_sparsity < 1.0, "final_sparsity must be in [0, 1)"),
             (self.schedule in masks.SCHEDULES, f"schedule: one of {masks.SCHEDULES}"),
             (self.criterion in _CRITERIA, f"criterion must be one of {_CRITERIA}"),

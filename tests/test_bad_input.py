@@ -20,10 +20,12 @@ import pytest
 
 from autosparse_jax import (
     allocation,
+    checkpoint,
     criteria,
     data,
     evaluation,
     features,
+    irp,
     masks,
     models,
     scorer,
@@ -540,9 +542,34 @@ EXPERIMENTS = [
          FileNotFoundError, r"no_such_config\.py"),
 ]  # fmt: skip
 
+# ------------------------------------------------------ IRP and checkpoints
+
+IRP = [
+    Case("irp_epochs_per_round_float", lambda: irp.IRPConfig(epochs_per_round=1.5),
+         ValueError, r"epochs_per_round must be an int, got 1\.5"),
+    Case("irp_num_rounds_float", lambda: irp.IRPConfig(num_rounds=2.5),
+         ValueError, r"num_rounds must be an int, got 2\.5"),
+    Case("irp_batch_size_zero", lambda: irp.IRPConfig(batch_size=0),
+         ValueError, r"batch_size must be >= 1"),
+    Case("irp_eval_batch_size_zero", lambda: irp.IRPConfig(eval_batch_size=0),
+         ValueError, r"eval_batch_size must be >= 1"),
+    Case("irp_final_sparsity_string", lambda: irp.IRPConfig(final_sparsity="0.9"),
+         ValueError, r"final_sparsity must be a float in \[0, 1\), got '0\.9'"),
+    Case("irp_final_sparsity_one", lambda: irp.IRPConfig(final_sparsity=1.0),
+         ValueError, r"final_sparsity must be in \[0, 1\)"),
+    Case("irp_criterion_typo", lambda: irp.IRPConfig(criterion="magnitud"),
+         ValueError, r"criterion must be one of"),
+    Case("checkpoint_restore_missing", lambda: checkpoint.restore("no/such/ckpt"),
+         FileNotFoundError, r"no/such/ckpt"),
+    Case("checkpoint_reserved_metadata_key",
+         lambda: checkpoint.save("unused/ckpt", {"a": np.zeros(1)},
+                                 metadata={"checksum": "x"}),
+         ValueError, r"'checksum' is reserved"),
+]  # fmt: skip
+
 CATALOGUE = (
     MASKS + CRITERIA + ALLOCATION + DATA + TRAIN + MODELS + SCORER
-    + FEATURES_EVALUATION + EXPERIMENTS
+    + FEATURES_EVALUATION + EXPERIMENTS + IRP
 )  # fmt: skip
 
 
