@@ -14,7 +14,7 @@ from autosparse_jax import features, masks, metagrad, models
 from autosparse_jax import scorer as scorer_lib
 from experiments import common, methods, variants, variants_metagrad
 
-SHAPE = (8, 8, 1)
+SHAPE = (28, 28, 1)  # Fashion-MNIST images: the study preprocesses them as such
 LR = 0.05
 
 
