@@ -198,7 +198,15 @@ def _scores(config, model, key, carry, train_data, preprocess):
     if config.criterion == "magnitude":
         return jax.tree.map(jnp.abs, carry.params)
     num = config.num_score_batches * config.batch_size
-    idx = jax.random.choice(key, train_data["label"].shape[0], (num,), replace=False)
+    available = train_data["label"].shape[0]
+    if num > available:
+        raise ValueError(
+            f"SNIP scores num_score_batches x batch_size = "
+            f"{config.num_score_batches} x {config.batch_size} = {num} distinct "
+            f"training examples, but the training data has {available}; lower "
+            "IRPConfig.num_score_batches or use more training data."
+        )
+    idx = jax.random.choice(key, available, (num,), replace=False)
     # The same inputs as training: float images pass with preprocess=None and
     # uint8 images without one get training's clear error.
     images = train.prepare_images(

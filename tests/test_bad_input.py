@@ -544,6 +544,17 @@ EXPERIMENTS = [
 
 # ------------------------------------------------------ IRP and checkpoints
 
+
+def _irp_snip_on(num_examples):
+    model, params, _ = _net()
+    return irp.irp(
+        jax.random.key(0), params, _batch(num_examples), model=model,
+        optimizer=optax.sgd(0.1),
+        config=irp.IRPConfig(num_rounds=1, criterion="snip", batch_size=8,
+                             num_score_batches=2),
+    )  # fmt: skip
+
+
 IRP = [
     Case("irp_epochs_per_round_float", lambda: irp.IRPConfig(epochs_per_round=1.5),
          ValueError, r"epochs_per_round must be an int, got 1\.5"),
@@ -559,6 +570,9 @@ IRP = [
          ValueError, r"final_sparsity must be in \[0, 1\)"),
     Case("irp_criterion_typo", lambda: irp.IRPConfig(criterion="magnitud"),
          ValueError, r"criterion must be one of"),
+    Case("irp_snip_score_batches_beyond_the_data", lambda: _irp_snip_on(8),
+         ValueError, r"2 x 8 = 16 distinct training examples, but the training "
+                     r"data has 8"),
     Case("checkpoint_restore_missing", lambda: checkpoint.restore("no/such/ckpt"),
          FileNotFoundError, r"no/such/ckpt"),
     Case("checkpoint_reserved_metadata_key",
