@@ -7,7 +7,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 FMNIST_DIR ?= /usr/share/datasets/fashion-mnist
 
-.PHONY: demo test test-fast test-extended lint format bench fashion-mnist datasets clean
+.PHONY: demo test test-fast test-extended lint format bench gpu-check fashion-mnist datasets clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -87,6 +87,19 @@ bench: $(VENV)/.installed-demo fashion-mnist
 	$(PY) -m experiments.bench_train
 	$(PY) -m experiments.bench_scorer
 	$(PY) -m experiments.bench_vmap
+
+# One call on a machine with an accelerator and JAX for it: the `gpu` tests,
+# one IRP round of the ResNet-18 / CIFAR-10 recipe on generated data (epoch
+# time, compile time, peak memory) and the training benchmark on generated
+# Fashion-MNIST-shaped data; no dataset or network needed (only the package's
+# dependencies). Where they are installed system-wide rather than in .venv:
+# make gpu-check GPU_PY=python3
+GPU_PY ?= $(PY)
+GPU_TESTS := $(shell grep -l "mark.gpu" tests/test_*.py)
+gpu-check:
+	$(GPU_PY) -m pytest -q -p no:cacheprovider -m gpu $(GPU_TESTS)
+	$(GPU_PY) -m experiments.gpu_check
+	$(GPU_PY) -m experiments.bench_train --generated --models lenet300_100 lenet5 resnet20
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -204,6 +204,34 @@ def load_dataset(
     return arrays
 
 
+def generated_like(
+    name: str, num_examples: int, *, seed: int = 0
+) -> dict[str, np.ndarray]:
+    """Random data shaped and typed like dataset ``name`` (host; for speed checks).
+
+    Images are uniform ``uint8`` for image datasets (``scale`` 255) and standard
+    normal ``float32`` otherwise; labels are uniform over the classes. Nothing
+    is learnable: use it to time or size a run where the dataset is not
+    available (e.g. an accelerator machine without network), never for accuracy.
+
+    Example:
+      >>> host = generated_like("cifar10", 50_000)  # image uint8[50000, 32, 32, 3]
+    """
+    info = _check_name(name)
+    if isinstance(num_examples, bool) or not isinstance(num_examples, int):
+        raise ValueError(f"num_examples must be an int, got {num_examples!r}.")
+    if num_examples < 1:
+        raise ValueError(f"num_examples must be >= 1, got {num_examples}.")
+    rng = np.random.default_rng(seed)
+    shape = (num_examples, *info.input_shape)
+    if info.scale == 255.0:
+        images = rng.integers(0, 256, shape, dtype=np.uint8)
+    else:
+        images = rng.standard_normal(shape, dtype=np.float32)
+    labels = rng.integers(0, info.num_classes, num_examples).astype(np.int32)
+    return {"image": images, "label": labels}
+
+
 def preprocess_config(name: str, *, augment: bool | None = None) -> PreprocessConfig:
     """The ``PreprocessConfig`` of a dataset in ``DATASETS``.
 

@@ -109,10 +109,18 @@ class Setup(NamedTuple):
     irp_key: jax.Array
 
 
-def make_setup(config: ml_collections.ConfigDict) -> Setup:
-    """Loads the data and builds the recipe and the params."""
-    host_train = data.load_dataset(config.dataset, config.train_split)
-    host_test = data.load_dataset(config.dataset, config.test_split)
+def make_setup(
+    config: ml_collections.ConfigDict,
+    host_data: tuple[dict[str, np.ndarray], dict[str, np.ndarray]] | None = None,
+) -> Setup:
+    """Loads the data (or takes ``host_data = (train, test)``) and builds the
+    recipe and the params."""
+    if host_data is None:
+        host_data = (
+            data.load_dataset(config.dataset, config.train_split),
+            data.load_dataset(config.dataset, config.test_split),
+        )
+    host_train, host_test = host_data
     recipe = common.make_recipe(config, len(host_train["label"]))
     key = jax.random.key(config.seed)
     init_key, score_key, data_key, irp_key = jax.random.split(key, 4)

@@ -1038,3 +1038,29 @@ def test_rank_matched_by_magnitude_is_synflow_itself(
             key, criteria.synflow, tiny_params, tiny_batch, **kwargs
         ),
     )
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", ["magnitude", "snip"])
+def test_masks_on_the_accelerator_match_the_cpus(name):
+    """The jitted prune_at_init on the accelerator keeps the CPU's count, and
+    the same weights: all of them for magnitude (exact), nearly all for SNIP
+    (gradients may round differently near the threshold)."""
+    model = models.get_model("lenet300_100", num_classes=10)
+    params, state = models.init_params(jax.random.key(0), model, (28, 28, 1))
+    batch = {
+        "image": jax.random.normal(jax.random.key(1), (64, 28, 28, 1)),
+        "label": jax.random.randint(jax.random.key(2), (64,), 0, 10),
+    }
+    prune = jax.jit(criteria.prune_at_init, static_argnames=("criterion", "apply_fn"))
+    kept = []
+    for device in (jax.devices()[0], jax.devices("cpu")[0]):
+        put = functools.partial(jax.device_put, device=device)
+        mask = prune(
+            put(jax.random.key(3)), criteria.CRITERIA[name], put(params),
+            put(batch), apply_fn=models.make_apply_fn(model, state), sparsity=0.98,
+        )  # fmt: skip
+        kept.append(np.concatenate([np.ravel(m) for m in jax.tree.leaves(mask)]))
+    assert kept[0].sum() == kept[1].sum()
+    overlap = (kept[0] & kept[1]).sum() / kept[1].sum()
+    assert overlap == 1.0 if name == "magnitude" else overlap > 0.99

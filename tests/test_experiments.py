@@ -14,6 +14,7 @@ from autosparse_jax import _tfds_datasets, irp, masks, models
 from experiments import (
     common,
     demo,
+    gpu_check,
     run_allocation,
     run_benchmark,
     run_pai_baselines,
@@ -184,3 +185,18 @@ def test_demo_quick_runs_the_whole_pipeline_and_says_how_autos_compares(
     assert "| synflow |" in out and "IRP, the source run" in out
     assert "SynFlow" in out and "experiments/RESULTS.md" in out
     assert (tmp_path / "benchmark" / "accuracy.png").exists()
+
+
+@pytest.mark.slow
+def test_gpu_check_times_one_round_on_generated_data(tmp_path, capsys):
+    """On CPU with a small model (the GPU path is the same code)."""
+    result = gpu_check.main(
+        ["--model", "lenet5", "--num-train", "1024", "--num-test", "256",
+         "--epochs", "1", "--workdir", str(tmp_path)]
+    )  # fmt: skip
+    assert result["round_program_compiles"] == 1
+    assert result["epoch_seconds"] > 0 and result["compile_seconds"] > 0
+    assert result["model"] == "lenet5" and result["num_train"] == 1024
+    assert (tmp_path / "gpu_check.json").exists()
+    out = capsys.readouterr().out
+    assert "a round of the config's 160 epochs: about" in out
