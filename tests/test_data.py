@@ -904,3 +904,19 @@ def test_fit_preprocess_constant_float_channel_gets_std_one():
 def test_fit_preprocess_clear_errors(train_data, message):
     with pytest.raises(ValueError, match=message):
         data.fit_preprocess(train_data)
+
+
+@pytest.mark.parametrize("name", ["fashion_mnist", "cifar10", "mnist1d"])
+def test_generated_like_has_the_datasets_shapes_dtypes_and_label_range(name):
+    info = data.DATASETS[name]
+    host = data.generated_like(name, 50, seed=3)
+    assert host["image"].shape == (50, *info.input_shape)
+    assert host["image"].dtype == (np.uint8 if info.scale == 255.0 else np.float32)
+    assert host["label"].dtype == np.int32
+    assert 0 <= host["label"].min() and host["label"].max() < info.num_classes
+    np.testing.assert_array_equal(
+        data.generated_like(name, 50, seed=3)["image"], host["image"]
+    )
+    data.preprocess(None, host["image"], data.preprocess_config(name), train=False)
+    with pytest.raises(ValueError, match="num_examples must be >= 1, got 0"):
+        data.generated_like(name, 0)
