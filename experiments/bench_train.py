@@ -8,8 +8,13 @@ For each model it times full training epochs (conv models with and without
 ``fast_conv_grad``, see ``autosparse_jax/conv.py``) of the jitted masked epoch program
 on Fashion-MNIST (60,000 images, batch 128, SGD momentum 0.9) after one warm-up
 epoch, counts the FLOPs of one train step with XLA's cost analysis, and divides
-by a 2048^3 float32 matmul's GFLOP/s measured in the same run. Timings on
-shared machines are noisy: compare the ratios, which are measured side by side.
+by a 2048^3 float32 matmul's GFLOP/s measured in the same run. When PyTorch
+is installed (``pip install -e '.[bench]'``, never a dependency of the
+package) it also times the same masked SGD loop in plain PyTorch
+(``experiments/torch_peer.py``) on the same data and prints the ratio to the
+faster JAX variant. Timings on shared machines are noisy: compare the ratios,
+which are measured side by side. ``--generated`` times on random data of
+Fashion-MNIST's shape (no dataset needed).
 """
 
 import argparse
@@ -21,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from autosparse_jax import data, masks, models, train
+from experiments import torch_peer
 
 
 def _matmul_gflops(size: int = 2048, repeats: int = 10) -> float:
@@ -133,9 +139,30 @@ def main(argv=None) -> None:
                 f"{100 * row['ratio_to_matmul']:.0f}% of matmul; first epoch incl. "
                 f"compile {row['first_epoch_s']:.1f} s; compiled {row['compiles']}x"
             )
+    if torch_peer.available():
+        print(f"the same masked SGD loop in {torch_peer.version()}:")
+        info = data.DATASETS["fashion_mnist"]
+        for name in [m for m in args.models if m in torch_peer.MODELS]:
+            torch_s = torch_peer.epoch_seconds(
+                name, dataset["image"], dataset["label"], mean=info.mean[0],
+                std=info.std[0], batch_size=args.batch_size, epochs=args.epochs,
+            )  # fmt: skip
+            best = min((r for r in rows if r["model"] == name), key=_epoch)
+            best.update(torch_epoch_s=torch_s, speedup=torch_s / best["epoch_s"])
+            label = f"{name}{' fast_conv_grad' if best['fast_conv_grad'] else ''}"
+            print(
+                f"{name:>28}: epoch {torch_s:.2f} s in PyTorch; JAX ({label}) "
+                f"{best['epoch_s']:.2f} s is {best['speedup']:.2f}x as fast"
+            )
+    else:
+        print("PyTorch not installed: pip install -e '.[bench]' adds its peer loop")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=2)
+
+
+def _epoch(row: dict) -> float:
+    return row["epoch_s"]
 
 
 if __name__ == "__main__":

@@ -1,0 +1,118 @@
+"""The same masked SGD epoch in plain PyTorch: the peer ``bench_train`` compares with.
+
+Optional (``pip install -e '.[bench]'``); the package never imports PyTorch.
+One epoch is what ``train.make_train_epoch`` does, written as a plain PyTorch
+loop: a fresh permutation of the training set, then for every batch of
+``batch_size`` uint8 images the same preprocessing (divide by 255, subtract the
+dataset mean, divide by its std), a forward pass, cross-entropy, backward, the
+gradient multiplied by the mask, an SGD momentum step, and the weights
+multiplied by the mask again. The models are LeNet-300-100 and LeNet-5 as in
+``autosparse_jax.models`` (same layers, shapes and activations; PyTorch's own
+initialisation, which does not change the cost).
+"""
+
+import importlib.util
+import time
+
+import numpy as np
+
+
+def available() -> bool:
+    """Whether PyTorch is installed."""
+    return importlib.util.find_spec("torch") is not None
+
+
+def _model(name: str):
+    from torch import nn
+
+    if name == "lenet300_100":
+        return nn.Sequential(
+            nn.Flatten(), nn.Linear(784, 300), nn.ReLU(), nn.Linear(300, 100),
+            nn.ReLU(), nn.Linear(100, 10),
+        )  # fmt: skip
+    if name == "lenet5":
+        return nn.Sequential(
+            nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+            nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(),
+            nn.Linear(84, 10),
+        )  # fmt: skip
+    raise ValueError(f"No PyTorch peer for model {name!r}; use lenet300_100 or lenet5.")
+
+
+MODELS = ("lenet300_100", "lenet5")
+
+
+def make_epoch(
+    name: str,
+    images: np.ndarray,
+    labels: np.ndarray,
+    *,
+    mean: float,
+    std: float,
+    batch_size: int,
+    keep: float = 1.0,
+):
+    """``(one_epoch, model, masks)``: ``one_epoch()`` trains one masked epoch.
+
+    Args:
+      name: a model of ``MODELS``.
+      images: uint8 ``[N, H, W, 1]`` (NHWC, as the JAX benchmark reads them).
+      labels: int ``[N]``.
+      mean, std: the dataset's normalisation, in [0, 1]-pixel units.
+      batch_size: examples per step (the last partial batch is dropped, as in
+        the JAX epoch).
+      keep: fraction of each weight tensor kept by the random mask (1.0: a
+        mask of ones, still applied every step, as in the JAX benchmark).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    model = _model(name)
+    masks = [(torch.rand_like(p) < keep).float() for p in model.parameters()]
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    x_all = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
+    y_all = torch.from_numpy(labels.astype(np.int64))
+    steps = len(labels) // batch_size
+    with torch.no_grad():
+        for p, m in zip(model.parameters(), masks, strict=True):
+            p.mul_(m)
+
+    def one_epoch() -> float:
+        order = torch.randperm(len(labels))
+        for i in range(steps):
+            idx = order[i * batch_size : (i + 1) * batch_size]
+            x = (x_all[idx].float() / 255.0 - mean) / std
+            loss = F.cross_entropy(model(x), y_all[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            with torch.no_grad():
+                for p, m in zip(model.parameters(), masks, strict=True):
+                    p.grad.mul_(m)
+            optimizer.step()
+            with torch.no_grad():
+                for p, m in zip(model.parameters(), masks, strict=True):
+                    p.mul_(m)
+        return float(loss.detach())
+
+    return one_epoch, model, masks
+
+
+def epoch_seconds(name: str, images, labels, *, epochs: int, **kwargs) -> float:
+    """Median seconds of ``epochs`` masked epochs (``make_epoch``'s arguments),
+    after one warm-up epoch."""
+    one_epoch, _, _ = make_epoch(name, images, labels, **kwargs)
+    one_epoch()  # warm-up
+    times = []
+    for _ in range(epochs):
+        start = time.perf_counter()
+        one_epoch()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def version() -> str:
+    import torch
+
+    return f"PyTorch {torch.__version__} ({torch.get_num_threads()} threads)"
