@@ -46,7 +46,8 @@ demo: $(VENV)/.installed-demo fashion-mnist
 #                       experiment scripts end to end) nor `extended`: the inner loop.
 #                       TESTS=tests/test_masks.py (files or node ids) narrows it.
 #   make test-extended  only the `extended` tests: near-duplicates of `make test`'s
-#                       (two more SIGKILL points of the IRP resume tests). .ci/run
+#                       (two more SIGKILL points of the IRP resume tests, the
+#                       legacy-mask cases at 90 and 99.5 % sparsity). .ci/run
 #                       runs them after `make test` if time allows.
 # Tests run in WORKERS pytest-xdist processes (2 by default: this machine's
 # cores; each worker also imports JAX and TensorFlow, about 1-2 GB), one test
