@@ -103,4 +103,4 @@ gpu-check:
 	$(GPU_PY) -m experiments.bench_train --generated --models lenet300_100 lenet5 resnet20
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .cache

@@ -1,8 +1,20 @@
 """Shared test configuration: CPU only, strict rank promotion, tiny fixtures."""
 
 import os
+import pathlib
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+# Most of the suite's time is XLA compiling programs. A persistent compilation
+# cache lets the xdist workers, the subprocesses some tests start (scripts,
+# notebooks) and every later run reuse each program compiled once; the first
+# run on a fresh clone fills it. JAX keys entries on the program, the backend
+# and the JAX/XLA versions, so a stale entry is never used. `make clean`
+# removes it; JAX_COMPILATION_CACHE_DIR=... puts it elsewhere.
+_COMPILATION_CACHE = pathlib.Path(__file__).resolve().parents[1] / ".cache" / "jax"
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(_COMPILATION_CACHE))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 import chex  # noqa: E402
 import flax.linen as nn  # noqa: E402
