@@ -1,25 +1,42 @@
-"""A 2-D convolution whose gradients are canonical-layout convolutions.
+"""Convolutions that train fast on XLA:CPU, with the params and gradients of nn.Conv.
 
-Inside a ``lax.scan`` (the jitted training epoch), XLA:CPU leaves the two
-convolutions that reverse-mode autodiff derives for a conv (``f01b_i01o->01bf``
-for the kernel gradient, ``b01f_01oi->b01f`` for the input gradient) in their
-non-canonical layouts and runs them several times slower than outside a loop.
-``conv_general_dilated`` here computes the same gradients with a custom VJP
-that states them directly in the canonical ``NHWC``/``HWIO`` form. Measured on
-LeNet-5 / Fashion-MNIST on 2 CPU cores: see ``experiments/bench_train.py``.
+Two independent tools:
 
-The custom VJP supports reverse mode (``jax.grad``, also twice) but not forward
-mode (``jax.jvp``, ``jax.jacfwd``, ``jax.hessian``), which is why models only use
-it when built with ``fast_conv_grad=True``: training uses it, criteria and
-features that need forward-over-reverse products use the plain model. Both
-give the same params tree.
+* ``conv_general_dilated``: a drop-in for ``flax.linen.Conv(conv_general_dilated=
+  ...)`` whose gradients are canonical-layout convolutions. Inside a
+  ``lax.scan`` (the jitted training epoch), XLA:CPU leaves the two convolutions
+  that reverse-mode autodiff derives for a conv (``f01b_i01o->01bf`` for the
+  kernel gradient, ``b01f_01oi->b01f`` for the input gradient) in their
+  non-canonical layouts and runs them several times slower than outside a loop;
+  the custom VJP here states them directly in the canonical ``NHWC``/``HWIO``
+  form. It supports reverse mode (``jax.grad``, also twice) but not forward mode
+  (``jax.jvp``, ``jax.jacfwd``, ``jax.hessian``), which is why models only use
+  it when built with ``fast_conv_grad=True``.
+* The batch-minor layer set (``to_batch_minor``, ``Conv``, ``max_pool``,
+  ``from_batch_minor``; ``materialize`` for the first layer's input): the
+  conv trunk of a small network computed on ``[C, H, W, B]`` arrays, batch
+  last. A convolution is one gather of patches
+  (``[C * kh * kw, H' * W' * B]``, contiguous rows of ``B`` floats) and one
+  matmul; max pooling is a reshape and a max. With few channels (LeNet-5's 1 and
+  6) XLA:CPU vectorises these along the batch, where its native convolution and
+  ``reduce_window`` pooling vectorise along the channels and stall. Plain JAX
+  ops only, so forward mode works too. Models use it when built with
+  ``batch_minor=True``; XLA's native convolution stays the default everywhere
+  else (GPU, TPU). Measured on LeNet-5 / Fashion-MNIST on 2 CPU cores: see
+  ``experiments/bench_train.py``.
+
+Both give the same params tree as ``nn.Conv`` and the same outputs and
+gradients to float32 rounding.
 """
 
 import functools
 from collections.abc import Sequence
 from typing import Any
 
+import flax.linen as nn
 import jax
+import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 _NHWC = ("NHWC", "HWIO", "NHWC")
@@ -135,3 +152,147 @@ def conv_general_dilated(
     strides = tuple(int(s) for s in window_strides)
     pads = _explicit_pads(lhs.shape, rhs.shape, strides, padding)
     return _conv(lhs, rhs, strides, pads)
+
+
+# ------------------------------------------------------------- batch-minor layers
+
+
+def to_batch_minor(x: jax.Array) -> jax.Array:
+    """``[B, H, W, C]`` images to the batch-minor ``[C, H, W, B]`` layout."""
+    if x.ndim != 4:
+        raise ValueError(
+            f"to_batch_minor expects images [B, H, W, C], got shape {x.shape}."
+        )
+    return x.transpose(3, 1, 2, 0)
+
+
+def materialize(x: jax.Array) -> jax.Array:
+    """``x [..., B]`` itself, computed once: a matmul with the identity.
+
+    XLA fuses cheap producers into their consumers. A convolution's patch
+    gather reads every input element ``kh * kw`` times, so a first layer's
+    input (the batch's gather from the dataset, preprocessing, the transpose
+    to batch-minor) would be recomputed for each read: a LeNet-5 training
+    step ran about 1.3x slower. A dot is never fused into a gather, and
+    multiplying by the identity is exact for finite values (a NaN or inf in
+    one example makes the whole batch NaN).
+    """
+    rows = x.reshape(-1, x.shape[-1])
+    return (rows @ jnp.eye(x.shape[-1], dtype=x.dtype)).reshape(x.shape)
+
+
+def from_batch_minor(x: jax.Array) -> jax.Array:
+    """``[C, H, W, B]`` back to ``[B, H, W, C]`` (so flattening matches NHWC)."""
+    return x.transpose(3, 1, 2, 0)
+
+
+@functools.lru_cache(maxsize=128)
+def _patch_index(
+    padded: tuple[int, int], kernel: tuple[int, int], strides: tuple[int, int]
+) -> np.ndarray:
+    """Flat ``h * W + w`` positions of every patch element, kernel offset major."""
+    (hp, wp), (kh, kw), (sh, sw) = padded, kernel, strides
+    ho, wo = (hp - kh) // sh + 1, (wp - kw) // sw + 1
+    i, j, h, w = np.meshgrid(
+        np.arange(kh), np.arange(kw), np.arange(ho), np.arange(wo), indexing="ij"
+    )
+    index = (h * sh + i) * wp + (w * sw + j)
+    index = index.astype(np.int32).reshape(-1)
+    index.flags.writeable = False
+    return index
+
+
+def batch_minor_conv(
+    x: jax.Array,
+    kernel: jax.Array,
+    strides: Sequence[int] = (1, 1),
+    padding: str | Sequence[tuple[int, int]] = "SAME",
+    *,
+    materialize_input: bool = False,
+) -> jax.Array:
+    """2-D convolution of batch-minor ``x [C, H, W, B]`` with ``kernel [kh, kw, C, O]``.
+
+    Equal to ``lax.conv_general_dilated`` on the NHWC transpose of ``x`` (same
+    ``strides`` and ``padding``: "SAME", "VALID" or explicit pairs), returned
+    as ``[O, H', W', B]``: patches gathered into ``[C * kh * kw, H' * W' * B]``
+    and multiplied by the kernel as one ``[C * kh * kw, O]`` matrix. With
+    ``materialize_input`` the padded input goes through ``materialize`` first
+    (for a network's first layer).
+    """
+    c, h, w, b = x.shape
+    kh, kw, kc, o = kernel.shape
+    if kc != c:
+        raise ValueError(
+            f"kernel {kernel.shape} expects {kc} input channels, but x {x.shape} "
+            f"(batch-minor [C, H, W, B]) has {c}."
+        )
+    strides = tuple(int(s) for s in strides)
+    pads = _explicit_pads((b, h, w, c), kernel.shape, strides, padding)
+    xp = jnp.pad(x, ((0, 0), *pads, (0, 0)))
+    if materialize_input:
+        xp = materialize(xp)
+    hp, wp = xp.shape[1:3]
+    ho, wo = (hp - kh) // strides[0] + 1, (wp - kw) // strides[1] + 1
+    index = _patch_index((hp, wp), (kh, kw), strides)
+    # Every index is in range: "clip" skips the out-of-bounds masking.
+    patches = jnp.take(xp.reshape(c, hp * wp, b), index, axis=1, mode="clip")
+    matrix = kernel.transpose(2, 0, 1, 3).reshape(c * kh * kw, o)
+    out = matrix.T @ patches.reshape(c * kh * kw, ho * wo * b)
+    return out.reshape(o, ho, wo, b)
+
+
+def max_pool(x: jax.Array) -> jax.Array:
+    """2x2 max pooling, stride 2, of batch-minor ``x [C, H, W, B]`` (odd edges dropped).
+
+    Equal to ``nn.max_pool(x, (2, 2), strides=(2, 2))`` in NHWC. Its gradient
+    splits a tie between the tied inputs, where ``nn.max_pool``'s gives it to
+    one of them; models pool before the ReLU, whose gradient zeroes the
+    all-zero windows where ties are common.
+    """
+    c, h, w, b = x.shape
+    x = x[:, : h // 2 * 2, : w // 2 * 2]
+    return x.reshape(c, h // 2, 2, w // 2, 2, b).max(axis=(2, 4))
+
+
+class Conv(nn.Module):
+    """``nn.Conv`` on batch-minor ``[C, H, W, B]`` inputs: same params, same init.
+
+    Declares ``kernel [kh, kw, C, O]`` and ``bias [O]`` exactly as ``nn.Conv``
+    does (names, shapes, initialisers, RNG streams), so a model whose conv
+    layers carry ``nn.Conv``'s names gets the same params tree either way.
+
+    Attributes:
+        features: Output channels.
+        kernel_size: ``(kh, kw)``.
+        strides: ``(sh, sw)``.
+        padding: "SAME", "VALID", an int, or ``((lo, hi), (lo, hi))``.
+        use_bias: Whether to add a bias.
+        kernel_init, bias_init: As for ``nn.Conv``.
+        materialize_input: ``batch_minor_conv``'s option: set it on a
+            network's first convolution.
+    """
+
+    features: int
+    kernel_size: Sequence[int]
+    strides: Sequence[int] = (1, 1)
+    padding: str | int | Sequence[tuple[int, int]] = "SAME"
+    use_bias: bool = True
+    kernel_init: Any = nn.linear.default_kernel_init
+    bias_init: Any = nn.initializers.zeros_init()
+    materialize_input: bool = False
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """``[C, H, W, B] -> [features, H', W', B]``."""
+        shape = (*self.kernel_size, x.shape[0], self.features)
+        kernel = self.param("kernel", self.kernel_init, shape, jnp.float32)
+        padding = self.padding
+        if isinstance(padding, int):
+            padding = ((padding, padding), (padding, padding))
+        y = batch_minor_conv(
+            x, kernel, self.strides, padding, materialize_input=self.materialize_input
+        )
+        if self.use_bias:
+            bias = self.param("bias", self.bias_init, (self.features,), jnp.float32)
+            y = y + bias[:, None, None, None]
+        return y

@@ -522,8 +522,9 @@ def irp(
       key: the run's key; round ``r`` uses ``fold_in(key, r)``.
       params: initial params (the rewind point when ``rewind_step == 0``).
       train_data: ``{"image": [N, H, W, C], "label": [N]}``, ideally on device.
-      model: the Flax module (use a ``fast_conv_grad=True`` twin on CPU for
-        speed; the criteria here need reverse mode only).
+      model: the Flax module (on CPU, a ``batch_minor=True`` or
+        ``fast_conv_grad=True`` twin trains faster with the same params; the
+        criteria here need reverse mode only).
       optimizer: optax transformation; restarted every round.
       config: an ``IRPConfig``.
       eval_data: optional test data, evaluated after every round's training.

@@ -27,7 +27,7 @@ import math
 import numbers
 import types
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax.errors
 import flax.linen as nn
@@ -57,6 +57,48 @@ def _conv(fast_conv_grad: bool, *args: Any, **kwargs: Any) -> nn.Conv:
     """``nn.Conv``; with ``fast_conv_grad``, gradients from ``conv.py``'s VJP."""
     impl = conv.conv_general_dilated if fast_conv_grad else None
     return nn.Conv(*args, conv_general_dilated=impl, **kwargs)
+
+
+class _Trunk(NamedTuple):
+    """The layout-dependent layers of a conv trunk (see ``_trunk``)."""
+
+    enter: Callable[[jax.Array], jax.Array]
+    first_conv: Callable[..., nn.Module]
+    conv: Callable[..., nn.Module]
+    relu_max_pool: Callable[[jax.Array], jax.Array]
+    exit: Callable[[jax.Array], jax.Array]
+
+
+def _identity(x: jax.Array) -> jax.Array:
+    return x
+
+
+def _relu_max_pool(x: jax.Array) -> jax.Array:
+    return nn.max_pool(nn.relu(x), (2, 2), strides=(2, 2))
+
+
+def _max_pool_relu(x: jax.Array) -> jax.Array:
+    # Equal to ``_relu_max_pool`` (ReLU and max commute), on 4x fewer values:
+    # a LeNet-5 training step ~20 % faster batch-minor.
+    return nn.relu(conv.max_pool(x))
+
+
+def _trunk(fast_conv_grad: bool, batch_minor: bool) -> _Trunk:
+    """NHWC layers (``nn.Conv``, ``nn.max_pool``) or their batch-minor twins.
+
+    With ``batch_minor`` the trunk runs on ``[C, H, W, B]`` arrays
+    (``conv.Conv``, ``conv.max_pool``) between ``enter`` and ``exit``
+    (``first_conv`` materialises its input, see ``conv.materialize``); the
+    params tree is the same, and ``exit`` returns NHWC, so the flattened
+    features reach the dense layers in the same order.
+    """
+    if batch_minor:
+        first = functools.partial(conv.Conv, materialize_input=True)
+        return _Trunk(
+            conv.to_batch_minor, first, conv.Conv, _max_pool_relu, conv.from_batch_minor
+        )
+    nhwc = functools.partial(_conv, fast_conv_grad)
+    return _Trunk(_identity, nhwc, nhwc, _relu_max_pool, _identity)
 
 
 def _flatten(x: jax.Array) -> jax.Array:
@@ -113,26 +155,31 @@ class LeNet5(nn.Module):
         fast_conv_grad: Compute conv gradients with ``conv.conv_general_dilated``
             (canonical layouts; several times faster training on XLA:CPU; no
             forward-mode autodiff). Same params either way.
+        batch_minor: Run the conv trunk batch-minor (``conv.Conv``: patches and
+            one matmul on ``[C, H, W, B]``), several times faster training on
+            XLA:CPU than ``fast_conv_grad``; forward mode works. Same params,
+            outputs and gradients (float32 rounding). For CPU; on GPU and TPU
+            XLA's native convolution (the default) is the fast one.
     """
 
     num_classes: int = 10
     fast_conv_grad: bool = False
+    batch_minor: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
         """Maps ``x [B, H, W, C]`` to logits ``[B, num_classes]``; ignores train."""
         del train
         _check_images(x, "LeNet5")
-        for features, padding in ((6, "SAME"), (16, "VALID")):
-            x = _conv(
-                self.fast_conv_grad,
-                features,
-                (5, 5),
-                padding=padding,
-                kernel_init=_FAN_IN_INIT,
-            )(x)
-            x = nn.max_pool(nn.relu(x), (2, 2), strides=(2, 2))
-        x = _flatten(x)
+        trunk = _trunk(self.fast_conv_grad, self.batch_minor)
+        x = trunk.enter(x)
+        for conv_fn, features, padding in (
+            (trunk.first_conv, 6, "SAME"),
+            (trunk.conv, 16, "VALID"),
+        ):
+            layer = conv_fn(features, (5, 5), padding=padding, kernel_init=_FAN_IN_INIT)
+            x = trunk.relu_max_pool(layer(x))
+        x = _flatten(trunk.exit(x))
         for width in (120, 84):
             x = nn.relu(_Dense(width)(x))
         return _Dense(self.num_classes, name="head")(x)
@@ -154,11 +201,17 @@ class ConvNet(nn.Module):
         fast_conv_grad: Compute conv gradients with ``conv.conv_general_dilated``
             (canonical layouts; several times faster training on XLA:CPU; no
             forward-mode autodiff). Same params either way.
+        batch_minor: Run the conv trunk batch-minor (``conv.Conv``: patches and
+            one matmul on ``[C, H, W, B]``), several times faster training on
+            XLA:CPU than ``fast_conv_grad``; forward mode works. Same params,
+            outputs and gradients (float32 rounding). For CPU; on GPU and TPU
+            XLA's native convolution (the default) is the fast one.
     """
 
     num_classes: int = 10
     num_blocks: int = 1
     fast_conv_grad: bool = False
+    batch_minor: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
@@ -170,18 +223,17 @@ class ConvNet(nn.Module):
                 f"ConvNet num_blocks must be 1, 2 or 3 (Conv-2/4/6), got "
                 f"{self.num_blocks}."
             )
+        trunk = _trunk(self.fast_conv_grad, self.batch_minor)
+        x = trunk.enter(x)
+        conv_fn = trunk.first_conv
         for features in (64, 128, 256)[: self.num_blocks]:
-            for _ in range(2):
-                conv = _conv(
-                    self.fast_conv_grad,
-                    features,
-                    (3, 3),
-                    padding="SAME",
-                    kernel_init=_FAN_IN_INIT,
+            for pool in (False, True):
+                x = conv_fn(features, (3, 3), padding="SAME", kernel_init=_FAN_IN_INIT)(
+                    x
                 )
-                x = nn.relu(conv(x))
-            x = nn.max_pool(x, (2, 2), strides=(2, 2))
-        x = _flatten(x)
+                x = trunk.relu_max_pool(x) if pool else nn.relu(x)
+                conv_fn = trunk.conv
+        x = _flatten(trunk.exit(x))
         for width in (256, 256):
             x = nn.relu(_Dense(width)(x))
         return _Dense(self.num_classes, name="head")(x)

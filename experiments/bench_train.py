@@ -1,20 +1,21 @@
 """Training-speed benchmark: epoch time and achieved GFLOP/s against a big matmul.
 
-Command (2 CPU cores here: about 1-2 minutes):
+Command (2 CPU cores here: about 10 minutes; ``--num-train 5120`` for a quick look):
 
-    .venv/bin/python -m experiments.bench_train [--models lenet300_100 lenet5]
+    .venv/bin/python -m experiments.bench_train [--models lenet300_100 lenet5 conv2]
 
-For each model it times full training epochs (conv models with and without
-``fast_conv_grad``, see ``autosparse_jax/conv.py``) of the jitted masked epoch program
-on Fashion-MNIST (60,000 images, batch 128, SGD momentum 0.9) after one warm-up
-epoch, counts the FLOPs of one train step with XLA's cost analysis, and divides
-by a 2048^3 float32 matmul's GFLOP/s measured in the same run. When PyTorch
-is installed (``pip install -e '.[bench]'``, never a dependency of the
-package) it also times the same masked SGD loop in plain PyTorch
-(``experiments/torch_peer.py``) on the same data and prints the ratio to the
-faster JAX variant. Timings on shared machines are noisy: compare the ratios,
-which are measured side by side. ``--generated`` times on random data of
-Fashion-MNIST's shape (no dataset needed).
+For each model it times full training epochs of the jitted masked epoch program
+on Fashion-MNIST (60,000 images, batch 128, SGD momentum 0.9), for every way
+the model can be built (conv models: plain ``nn.Conv``, ``fast_conv_grad`` and
+``batch_minor``, see ``autosparse_jax/conv.py``), counts the FLOPs of one train
+step with XLA's cost analysis, and divides by a 2048^3 float32 matmul's GFLOP/s
+measured in the same run. When PyTorch is installed (``pip install -e
+'.[bench]'``, never a dependency of the package) it also times the same masked
+SGD loop in plain PyTorch (``experiments/torch_peer.py``) and prints each JAX
+variant's speed relative to it. After one warm-up epoch each, the timed epochs
+interleave (one epoch of every loop per round; medians reported), so the ratios
+are measured side by side even on a noisy shared machine. ``--generated`` times
+on random data of Fashion-MNIST's shape (no dataset needed).
 """
 
 import argparse
@@ -51,56 +52,124 @@ def _step_flops(model, optimizer, state, batch, preprocess) -> float:
     return float(cost["flops"])
 
 
-def bench_model(
-    name: str, dataset, *, batch_size: int, epochs: int, fast_conv_grad: bool
-) -> dict:
-    """Times ``epochs`` epochs (after a warm-up) of ``name`` on ``dataset``."""
-    info = data.DATASETS["fashion_mnist"]
-    model = models.get_model(
-        name, num_classes=info.num_classes, fast_conv_grad=fast_conv_grad
-    )
-    params, model_state = models.init_params(jax.random.key(0), model, info.input_shape)
-    optimizer = train.sgd(0.01, momentum=0.9)
-    preprocess = data.preprocess_config("fashion_mnist")
-    state = train.init_train_state(
-        params, masks.dense_mask(params), optimizer, model_state
-    )
-    batch = jax.tree.map(lambda x: jnp.asarray(x[:batch_size]), dataset)
-    flops_per_step = _step_flops(model, optimizer, state, batch, preprocess)
-    train_epoch = train.make_train_epoch(
-        model, optimizer, batch_size=batch_size, preprocess=preprocess
-    )
-    device_data = train.to_device(dataset)
-    key = jax.random.key(0)
-    start = time.perf_counter()
-    state, metrics = train_epoch(state, device_data, key, 0)
-    jax.block_until_ready(metrics)
-    compile_and_first = time.perf_counter() - start
-    times = []
-    for epoch in range(1, epochs + 1):
+# The ways a model can be built for training, as ``get_model`` keyword arguments.
+VARIANTS = {
+    "plain": {},
+    "fast_conv_grad": {"fast_conv_grad": True},
+    "batch_minor": {"batch_minor": True},
+}
+
+
+def variants_of(name: str) -> list[str]:
+    """The ``VARIANTS`` model ``name`` has: conv options only where they apply."""
+    module = models.get_model(name, num_classes=10)
+    if isinstance(module, models.MLP):
+        return ["plain"]
+    return [v for v in VARIANTS if all(hasattr(module, f) for f in VARIANTS[v])]
+
+
+class _JaxEpoch:
+    """One model variant's jitted masked epoch on ``dataset``, warmed up."""
+
+    def __init__(self, name, variant, dataset, *, batch_size):
+        info = data.DATASETS["fashion_mnist"]
+        model = models.get_model(
+            name, num_classes=info.num_classes, **VARIANTS[variant]
+        )
+        params, model_state = models.init_params(
+            jax.random.key(0), model, info.input_shape
+        )
+        optimizer = train.sgd(0.01, momentum=0.9)
+        preprocess = data.preprocess_config("fashion_mnist")
+        self.state = train.init_train_state(
+            params, masks.dense_mask(params), optimizer, model_state
+        )
+        batch = jax.tree.map(lambda x: jnp.asarray(x[:batch_size]), dataset)
+        flops = _step_flops(model, optimizer, self.state, batch, preprocess)
+        self.epoch_fn = train.make_train_epoch(
+            model, optimizer, batch_size=batch_size, preprocess=preprocess
+        )
+        self.data = train.to_device(dataset)
+        self.epoch = 0
+        self.row = {
+            "model": name,
+            "variant": variant,
+            "params": models.count_params(params),
+            "batch_size": batch_size,
+            "steps_per_epoch": len(dataset["label"]) // batch_size,
+            "mflop_per_step": flops / 1e6,
+            "first_epoch_s": self(),
+        }
+
+    def __call__(self) -> float:
+        """Seconds of one more epoch."""
         start = time.perf_counter()
-        state, metrics = train_epoch(state, device_data, key, epoch)
+        self.state, metrics = self.epoch_fn(
+            self.state, self.data, jax.random.key(0), self.epoch
+        )
         jax.block_until_ready(metrics)
-        times.append(time.perf_counter() - start)
-    steps = len(dataset["label"]) // batch_size
-    epoch_s = float(np.median(times))
-    return {
-        "model": name,
-        "fast_conv_grad": fast_conv_grad,
-        "params": models.count_params(params),
-        "batch_size": batch_size,
-        "steps_per_epoch": steps,
-        "first_epoch_s": compile_and_first,
-        "epoch_s": epoch_s,
-        "mflop_per_step": flops_per_step / 1e6,
-        "gflops": flops_per_step * steps / epoch_s / 1e9,
-        "compiles": train_epoch._cache_size(),
-    }
+        self.epoch += 1
+        return time.perf_counter() - start
+
+
+def bench(names, dataset, *, batch_size: int, epochs: int, peak: float) -> list[dict]:
+    """Times every variant of every model, and its PyTorch peer where there is one.
+
+    After one warm-up epoch each, the ``epochs`` rounds interleave: each round
+    runs one epoch of every timed loop in turn, so a slow spell of a shared
+    machine hits all of them alike; the medians are reported.
+    """
+    loops, rows = [], []
+    for name in names:
+        for variant in variants_of(name):
+            loop = _JaxEpoch(name, variant, dataset, batch_size=batch_size)
+            loops.append((loop.row, loop))
+            rows.append(loop.row)
+    peers = {}
+    if torch_peer.available():
+        info = data.DATASETS["fashion_mnist"]
+        for name in [m for m in names if m in torch_peer.MODELS]:
+            one_epoch, _, _ = torch_peer.make_epoch(
+                name, dataset["image"], dataset["label"], mean=info.mean[0],
+                std=info.std[0], batch_size=batch_size,
+            )  # fmt: skip
+            one_epoch()  # warm-up
+            peers[name] = {}
+            loops.append((peers[name], _timed(one_epoch)))
+    times = {id(row): [] for row, _ in loops}
+    for _ in range(epochs):
+        for row, loop in loops:
+            times[id(row)].append(loop())
+    for row, _ in loops:
+        row["epoch_s"] = float(np.median(times[id(row)]))
+    for row, loop in loops:
+        if isinstance(loop, _JaxEpoch):
+            row["compiles"] = loop.epoch_fn._cache_size()
+    for row in rows:
+        steps = row["steps_per_epoch"]
+        row["gflops"] = row["mflop_per_step"] * 1e6 * steps / row["epoch_s"] / 1e9
+        row["matmul_gflops"] = peak
+        row["ratio_to_matmul"] = row["gflops"] / peak
+        if row["model"] in peers:
+            row["torch_epoch_s"] = peers[row["model"]]["epoch_s"]
+            row["speedup"] = row["torch_epoch_s"] / row["epoch_s"]
+    return rows
+
+
+def _timed(fn):
+    def run() -> float:
+        start = time.perf_counter()
+        fn()
+        return time.perf_counter() - start
+
+    return run
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=["lenet300_100", "lenet5"])
+    parser.add_argument(
+        "--models", nargs="+", default=["lenet300_100", "lenet5", "conv2"]
+    )
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--json", help="also write the results to this file")
@@ -109,60 +178,48 @@ def main(argv=None) -> None:
         action="store_true",
         help="time on generated Fashion-MNIST-shaped data (no dataset needed)",
     )
+    parser.add_argument(
+        "--num-train",
+        type=int,
+        help="time epochs of the first N training images (default: all 60,000)",
+    )
     args = parser.parse_args(argv)
 
     if args.generated:
-        dataset = data.generated_like("fashion_mnist", 60_000, seed=0)
+        dataset = data.generated_like("fashion_mnist", args.num_train or 60_000, seed=0)
     else:
         dataset = data.load_dataset("fashion_mnist", "train")
+        if args.num_train:
+            dataset = jax.tree.map(lambda x: x[: args.num_train], dataset)
     print(f"backend: {jax.default_backend()}, devices: {jax.devices()}")
     peak = _matmul_gflops()
     print(f"2048^3 float32 matmul: {peak:.1f} GFLOP/s")
-    rows = []
-    for name in args.models:
-        for fast in (False, True) if name != "lenet300_100" else (False,):
-            row = bench_model(
-                name,
-                dataset,
-                batch_size=args.batch_size,
-                epochs=args.epochs,
-                fast_conv_grad=fast,
-            )
-            row["matmul_gflops"] = peak
-            row["ratio_to_matmul"] = row["gflops"] / peak
-            rows.append(row)
-            label = f"{name}{' fast_conv_grad' if fast else ''}"
-            print(
-                f"{label:>28}: epoch {row['epoch_s']:.2f} s "
-                f"({row['steps_per_epoch']} steps x {row['mflop_per_step']:.1f} "
-                f"MFLOP), {row['gflops']:.1f} GFLOP/s = "
-                f"{100 * row['ratio_to_matmul']:.0f}% of matmul; first epoch incl. "
-                f"compile {row['first_epoch_s']:.1f} s; compiled {row['compiles']}x"
-            )
-    if torch_peer.available():
-        print(f"the same masked SGD loop in {torch_peer.version()}:")
-        info = data.DATASETS["fashion_mnist"]
-        for name in [m for m in args.models if m in torch_peer.MODELS]:
-            torch_s = torch_peer.epoch_seconds(
-                name, dataset["image"], dataset["label"], mean=info.mean[0],
-                std=info.std[0], batch_size=args.batch_size, epochs=args.epochs,
-            )  # fmt: skip
-            best = min((r for r in rows if r["model"] == name), key=_epoch)
-            best.update(torch_epoch_s=torch_s, speedup=torch_s / best["epoch_s"])
-            label = f"{name}{' fast_conv_grad' if best['fast_conv_grad'] else ''}"
-            print(
-                f"{name:>28}: epoch {torch_s:.2f} s in PyTorch; JAX ({label}) "
-                f"{best['epoch_s']:.2f} s is {best['speedup']:.2f}x as fast"
-            )
-    else:
+    if not torch_peer.available():
         print("PyTorch not installed: pip install -e '.[bench]' adds its peer loop")
+    else:
+        print(f"peer: the same masked SGD loop in {torch_peer.version()}")
+    rows = bench(
+        args.models, dataset, batch_size=args.batch_size, epochs=args.epochs,
+        peak=peak,
+    )  # fmt: skip
+    for row in rows:
+        label = f"{row['model']} {row['variant']}"
+        line = (
+            f"{label:>28}: epoch {row['epoch_s']:.2f} s "
+            f"({row['steps_per_epoch']} steps x {row['mflop_per_step']:.1f} "
+            f"MFLOP), {row['gflops']:.1f} GFLOP/s = "
+            f"{100 * row['ratio_to_matmul']:.0f}% of matmul; first epoch incl. "
+            f"compile {row['first_epoch_s']:.1f} s; compiled {row['compiles']}x"
+        )
+        if "speedup" in row:
+            line += (
+                f"; PyTorch {row['torch_epoch_s']:.2f} s, JAX is "
+                f"{row['speedup']:.2f}x as fast"
+            )
+        print(line)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=2)
-
-
-def _epoch(row: dict) -> float:
-    return row["epoch_s"]
 
 
 if __name__ == "__main__":

@@ -119,9 +119,9 @@ class Recipe(NamedTuple):
     """The compiled training recipe of one (model, dataset, config).
 
     ``model`` is the plain model (for criteria and ``make_apply_fn``); the epoch
-    and evaluation programs train ``trained_model``, its ``fast_conv_grad``
-    twin on CPU (same params and gradients; the plain model elsewhere), which
-    IRP's round program trains too.
+    and evaluation programs train ``trained_model``, its fastest twin on CPU
+    (``cpu_twin_options``: same params and gradients; the plain model
+    elsewhere), which IRP's round program trains too.
     """
 
     model: Any
@@ -154,6 +154,21 @@ def make_recipe(config: ml_collections.ConfigDict, num_train: int) -> Recipe:
     return _RECIPES[key]
 
 
+def cpu_twin_options(model: Any) -> dict[str, bool]:
+    """``get_model`` options of ``model``'s fastest training twin on this backend.
+
+    On XLA:CPU: ``batch_minor`` where the model has it (LeNet-5, Conv-2/4/6),
+    else ``fast_conv_grad`` (canonical-layout conv gradients). Elsewhere none:
+    XLA's native convolution. Same params, outputs and gradients either way
+    (float32 rounding).
+    """
+    if jax.default_backend() != "cpu":
+        return {}
+    if hasattr(model, "batch_minor"):
+        return {"batch_minor": True}
+    return {"fast_conv_grad": True}
+
+
 def _check_train_config(tc: ml_collections.ConfigDict) -> None:
     """The training section's sizes, before anything is built from them."""
     for name in ("batch_size", "eval_batch_size", "num_epochs"):
@@ -168,11 +183,8 @@ def _build_recipe(config: ml_collections.ConfigDict, num_train: int) -> Recipe:
     _check_train_config(config.train)
     info = data.DATASETS[config.dataset]
     model = models.get_model(config.model, num_classes=info.num_classes)
-    # Same params and gradients; canonical-layout conv gradients on XLA:CPU.
     trained = models.get_model(
-        config.model,
-        num_classes=info.num_classes,
-        fast_conv_grad=jax.default_backend() == "cpu",
+        config.model, num_classes=info.num_classes, **cpu_twin_options(model)
     )
     tc = config.train
     optimizer = make_optimizer(tc, num_train // tc.batch_size)

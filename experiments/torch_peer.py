@@ -6,9 +6,9 @@ loop: a fresh permutation of the training set, then for every batch of
 ``batch_size`` uint8 images the same preprocessing (divide by 255, subtract the
 dataset mean, divide by its std), a forward pass, cross-entropy, backward, the
 gradient multiplied by the mask, an SGD momentum step, and the weights
-multiplied by the mask again. The models are LeNet-300-100 and LeNet-5 as in
-``autosparse_jax.models`` (same layers, shapes and activations; PyTorch's own
-initialisation, which does not change the cost).
+multiplied by the mask again. The models are LeNet-300-100, LeNet-5 and Conv-2/4/6
+as in ``autosparse_jax.models`` on 28x28x1 images (same layers, shapes and
+activations; PyTorch's own initialisation, which does not change the cost).
 """
 
 import importlib.util
@@ -37,10 +37,26 @@ def _model(name: str):
             nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(),
             nn.Linear(84, 10),
         )  # fmt: skip
-    raise ValueError(f"No PyTorch peer for model {name!r}; use lenet300_100 or lenet5.")
+    if name in _CONVNET_BLOCKS:
+        layers, channels = [], 1
+        for features in (64, 128, 256)[: _CONVNET_BLOCKS[name]]:
+            for _ in range(2):
+                layers += [nn.Conv2d(channels, features, 3, padding=1), nn.ReLU()]
+                channels = features
+            layers.append(nn.MaxPool2d(2))
+        side = 28 // 2 ** _CONVNET_BLOCKS[name]
+        layers += [
+            nn.Flatten(), nn.Linear(channels * side * side, 256), nn.ReLU(),
+            nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 10),
+        ]  # fmt: skip
+        return nn.Sequential(*layers)
+    raise ValueError(
+        f"No PyTorch peer for model {name!r}; use one of {', '.join(MODELS)}."
+    )
 
 
-MODELS = ("lenet300_100", "lenet5")
+_CONVNET_BLOCKS = {"conv2": 1, "conv4": 2, "conv6": 3}
+MODELS = ("lenet300_100", "lenet5", *_CONVNET_BLOCKS)
 
 
 def make_epoch(

@@ -47,5 +47,5 @@ def test_epoch_seconds_is_positive():
 
 
 def test_unknown_model_names_the_choices():
-    with pytest.raises(ValueError, match="use lenet300_100 or lenet5"):
+    with pytest.raises(ValueError, match="use one of lenet300_100, lenet5, conv2"):
         torch_peer._model("vgg16")
