@@ -225,14 +225,14 @@ class ConvNet(nn.Module):
             )
         trunk = _trunk(self.fast_conv_grad, self.batch_minor)
         x = trunk.enter(x)
-        conv_fn = trunk.first_conv
-        for features in (64, 128, 256)[: self.num_blocks]:
+        for block, features in enumerate((64, 128, 256)[: self.num_blocks]):
             for pool in (False, True):
-                x = conv_fn(features, (3, 3), padding="SAME", kernel_init=_FAN_IN_INIT)(
-                    x
+                first = block == 0 and not pool
+                conv_fn = trunk.first_conv if first else trunk.conv
+                layer = conv_fn(
+                    features, (3, 3), padding="SAME", kernel_init=_FAN_IN_INIT
                 )
-                x = trunk.relu_max_pool(x) if pool else nn.relu(x)
-                conv_fn = trunk.conv
+                x = trunk.relu_max_pool(layer(x)) if pool else nn.relu(layer(x))
         x = _flatten(trunk.exit(x))
         for width in (256, 256):
             x = nn.relu(_Dense(width)(x))
