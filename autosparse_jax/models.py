@@ -67,6 +67,7 @@ class _Trunk(NamedTuple):
     conv: Callable[..., nn.Module]
     relu_max_pool: Callable[[jax.Array], jax.Array]
     exit: Callable[[jax.Array], jax.Array]
+    channel_axis: int  # of the arrays between enter and exit (BatchNorm's axis)
 
 
 def _identity(x: jax.Array) -> jax.Array:
@@ -95,10 +96,15 @@ def _trunk(fast_conv_grad: bool, batch_minor: bool) -> _Trunk:
     if batch_minor:
         first = functools.partial(conv.Conv, materialize_input=True)
         return _Trunk(
-            conv.to_batch_minor, first, conv.Conv, _max_pool_relu, conv.from_batch_minor
+            conv.to_batch_minor,
+            first,
+            conv.Conv,
+            _max_pool_relu,
+            conv.from_batch_minor,
+            channel_axis=0,
         )
     nhwc = functools.partial(_conv, fast_conv_grad)
-    return _Trunk(_identity, nhwc, nhwc, _relu_max_pool, _identity)
+    return _Trunk(_identity, nhwc, nhwc, _relu_max_pool, _identity, channel_axis=-1)
 
 
 def _flatten(x: jax.Array) -> jax.Array:
@@ -149,9 +155,12 @@ class LeNet5(nn.Module):
     maxpool 2 -> flatten -> Dense 120 -> relu -> Dense 84 -> relu -> head.
     The 'SAME' first convolution makes 28x28 MNIST reach the classic 5x5x16 = 400
     features (61,706 params with 10 classes); 32x32x3 CIFAR gives 6x6x16 = 576.
+    With ``batch_norm`` each convolution is followed by BatchNorm (before the
+    ReLU; 61,750 params, and the running statistics as model state).
 
     Attributes:
         num_classes: Number of logits.
+        batch_norm: Whether to put BatchNorm after each convolution.
         fast_conv_grad: Compute conv gradients with ``conv.conv_general_dilated``
             (canonical layouts; several times faster training on XLA:CPU; no
             forward-mode autodiff). Same params either way.
@@ -163,13 +172,17 @@ class LeNet5(nn.Module):
     """
 
     num_classes: int = 10
+    batch_norm: bool = False
     fast_conv_grad: bool = False
     batch_minor: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
-        """Maps ``x [B, H, W, C]`` to logits ``[B, num_classes]``; ignores train."""
-        del train
+        """Maps ``x [B, H, W, C]`` to logits ``[B, num_classes]``.
+
+        ``train`` selects batch statistics (True) or running averages (False)
+        in BatchNorm; it is ignored without BatchNorm.
+        """
         _check_images(x, "LeNet5")
         trunk = _trunk(self.fast_conv_grad, self.batch_minor)
         x = trunk.enter(x)
@@ -178,11 +191,21 @@ class LeNet5(nn.Module):
             (trunk.conv, 16, "VALID"),
         ):
             layer = conv_fn(features, (5, 5), padding=padding, kernel_init=_FAN_IN_INIT)
-            x = trunk.relu_max_pool(layer(x))
+            x = layer(x)
+            if self.batch_norm:
+                norm = _BatchNorm(
+                    use_running_average=not train, axis=trunk.channel_axis
+                )
+                x = norm(x)
+            x = trunk.relu_max_pool(x)
         x = _flatten(trunk.exit(x))
         for width in (120, 84):
             x = nn.relu(_Dense(width)(x))
         return _Dense(self.num_classes, name="head")(x)
+
+
+LeNet5BN = functools.partial(LeNet5, batch_norm=True)
+"""LeNet-5 with BatchNorm after each convolution: 61,750 params on 28x28x1."""
 
 
 class ConvNet(nn.Module):
@@ -419,6 +442,7 @@ MODELS: Mapping[str, Callable[..., nn.Module]] = _names.NameTable(
         "lenet300_100": LeNet300_100,
         "mlp300_200_100_50": MLP300_200_100_50,
         "lenet5": LeNet5,
+        "lenet5_bn": LeNet5BN,
         "conv2": Conv2,
         "conv4": Conv4,
         "conv6": Conv6,

@@ -3,7 +3,8 @@
 Command (2 CPU cores here: about 10 minutes; ``--num-train 5120`` for a quick look;
 Conv-2/4/6 take minutes per epoch here, so time them on ``--num-train 1280``):
 
-    .venv/bin/python -m experiments.bench_train [--models lenet300_100 lenet5 conv2]
+    .venv/bin/python -m experiments.bench_train [--models lenet300_100 lenet5 conv2] \\
+        [--variants batch_minor] [--num-train N] [--epochs E]
 
 For each model it times full training epochs of the jitted masked epoch program
 on Fashion-MNIST (60,000 images, batch 128, SGD momentum 0.9), for every way
@@ -114,8 +115,11 @@ class _JaxEpoch:
         self.epoch += 1
 
 
-def bench(names, dataset, *, batch_size: int, epochs: int, peak: float) -> list[dict]:
-    """Times every variant of every model, and its PyTorch peer where there is one.
+def bench(
+    names, dataset, *, batch_size: int, epochs: int, peak: float, variants=VARIANTS
+) -> list[dict]:
+    """Times each of ``variants`` every model has, and its PyTorch peer where
+    there is one.
 
     After one warm-up epoch each, the ``epochs`` rounds interleave: each round
     runs one epoch of every timed loop in turn, so a slow spell of a shared
@@ -124,7 +128,7 @@ def bench(names, dataset, *, batch_size: int, epochs: int, peak: float) -> list[
     loops, rows = [], []
     device_data = train.to_device(dataset)
     for name in names:
-        for variant in variants_of(name):
+        for variant in [v for v in variants_of(name) if v in variants]:
             loop = _JaxEpoch(name, variant, dataset, device_data, batch_size=batch_size)
             loops.append((loop.row, loop))
             rows.append(loop.row)
@@ -171,6 +175,13 @@ def main(argv=None) -> None:
     parser.add_argument("--models", nargs="+", default=["lenet300_100", "lenet5"])
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        choices=list(VARIANTS),
+        default=list(VARIANTS),
+        help="time only these ways of building a model (default: all it has)",
+    )
     parser.add_argument("--json", help="also write the results to this file")
     parser.add_argument(
         "--generated",
@@ -199,7 +210,7 @@ def main(argv=None) -> None:
         print(f"peer: the same masked SGD loop in {torch_peer.version()}")
     rows = bench(
         args.models, dataset, batch_size=args.batch_size, epochs=args.epochs,
-        peak=peak,
+        peak=peak, variants=args.variants,
     )  # fmt: skip
     for row in rows:
         label = f"{row['model']} {row['variant']}"

@@ -1,5 +1,7 @@
 """Tests for autosparse_jax.models: architectures, param counts, apply helpers."""
 
+import functools
+
 import chex
 import flax.linen as nn
 import jax
@@ -12,10 +14,11 @@ from autosparse_jax import masks, models, train
 NATURAL_SHAPES = {
     "lenet300_100": (28, 28, 1),
     "lenet5": (28, 28, 1),
+    "lenet5_bn": (28, 28, 1),
     "mlp300_200_100_50": (28, 28, 1),
 }
 CIFAR_SHAPE = (32, 32, 3)
-BN_MODELS = ("vgg11_bn", "vgg16_bn", "vgg19_bn", "resnet20", "resnet18")
+BN_MODELS = ("lenet5_bn", "vgg11_bn", "vgg16_bn", "vgg19_bn", "resnet20", "resnet18")
 SMALL_MODELS = ("lenet300_100", "lenet5", "conv2", "conv4", "conv6", "resnet20")
 
 # Hand counts, 10 classes. conv(k, i, o) = k*k*i*o + o (bias), dense(i, o) = i*o + o,
@@ -29,6 +32,8 @@ EXPECTED_PARAMS = {
     # conv(5,1,6) + conv(5,6,16) + dense(5*5*16=400, 120) + dense(120, 84)
     # + dense(84, 10) = 156 + 2416 + 48120 + 10164 + 850
     "lenet5": 61_706,
+    # + BN 2 * (6 + 16)
+    "lenet5_bn": 61_750,
     # conv(3,3,64) + conv(3,64,64) + dense(16*16*64, 256) + dense(256, 256)
     # + dense(256, 10) = 1792 + 36928 + 4194560 + 65792 + 2570
     "conv2": 4_301_642,
@@ -252,6 +257,7 @@ def test_invalid_architecture_fields_raise(key):
         ("conv2", (32, 32, 3), "fast_conv_grad"),
         ("resnet20", (32, 32, 3), "fast_conv_grad"),
         ("lenet5", (28, 28, 1), "batch_minor"),
+        ("lenet5_bn", (28, 28, 1), "batch_minor"),
         ("conv2", (32, 32, 3), "batch_minor"),
         ("conv6", (32, 32, 3), "batch_minor"),
     ],
@@ -275,10 +281,24 @@ def test_fast_conv_options_give_same_params_outputs_and_gradients(
         apply_fn = models.make_apply_fn(model, state, train=True)
         return jax.jit(apply_fn, compiler_options=_FAST)(params, x)
 
+    def updated_state(model):  # BatchNorm's running statistics after a step
+        variables = {"params": params, **state}
+        apply = functools.partial(
+            models.apply_model, model, train=True, mutable=["batch_stats"]
+        )
+        return jax.jit(apply, compiler_options=_FAST)(variables, x)[1]
+
     # float32 rounding only: batch_minor sums in another order, so each leaf is
     # compared on the scale of its largest entry (Conv-6: ~1e-6 of it).
     _assert_close_on_scale(outputs(fast), outputs(plain))
-    _assert_close_on_scale(grad(fast)(params), grad(plain)(params))
+    grads = [grad(model)(params) for model in (fast, plain)]
+    if state:  # BatchNorm follows every conv
+        scale = max(float(jnp.abs(g).max()) for g in jax.tree.leaves(grads[1]))
+        for g in grads:
+            _pop_zero_conv_bias_grads(g, scale)
+    _assert_close_on_scale(*grads)
+    if state:
+        _assert_close_on_scale(updated_state(fast), updated_state(plain))
 
 
 def _assert_close_on_scale(got, expected, rel: float = 2e-5) -> None:
@@ -288,6 +308,14 @@ def _assert_close_on_scale(got, expected, rel: float = 2e-5) -> None:
         scale = float(jnp.abs(e).max())
         assert scale > 0
         np.testing.assert_allclose(g, e, rtol=0, atol=rel * scale)
+
+
+def _pop_zero_conv_bias_grads(grads: dict, scale: float) -> None:
+    """Removes the conv biases' gradients, after checking they are zero up to
+    rounding: train-mode BatchNorm after a conv removes its bias exactly."""
+    for name in [n for n in grads if n.startswith("Conv_") and "bias" in grads[n]]:
+        bias = grads[name].pop("bias")
+        assert float(jnp.abs(bias).max()) < 1e-6 * scale
 
 
 def test_batch_minor_keeps_forward_mode_and_compiles_the_epoch_once():
