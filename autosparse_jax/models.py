@@ -351,23 +351,28 @@ class BasicBlock(nn.Module):
         fast_conv_grad: Compute conv gradients with ``conv.conv_general_dilated``
             (canonical layouts; several times faster training on XLA:CPU; no
             forward-mode autodiff). Same params either way.
+        batch_minor: Take and return batch-minor ``[C, H, W, B]`` arrays
+            (``conv.Conv``, BatchNorm on axis 0). Same params.
     """
 
     features: int
     strides: int = 1
     fast_conv_grad: bool = False
+    batch_minor: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-        """Maps ``x [B, H, W, C]`` to ``[B, H / strides, W / strides, features]``."""
-        conv = functools.partial(
-            _conv, self.fast_conv_grad, use_bias=False, kernel_init=_FAN_OUT_INIT
+        """Maps ``x [B, H, W, C]`` to ``[B, H / strides, W / strides, features]``
+        (``[C, H, W, B]`` arrays batch-minor)."""
+        trunk = _trunk(self.fast_conv_grad, self.batch_minor)
+        conv = functools.partial(trunk.conv, use_bias=False, kernel_init=_FAN_OUT_INIT)
+        norm = functools.partial(
+            _BatchNorm, use_running_average=not train, axis=trunk.channel_axis
         )
-        norm = functools.partial(_BatchNorm, use_running_average=not train)
         s = (self.strides, self.strides)
         y = nn.relu(norm()(conv(self.features, (3, 3), strides=s, padding=1)(x)))
         y = norm()(conv(self.features, (3, 3), padding=1)(y))
-        if self.strides != 1 or x.shape[-1] != self.features:
+        if self.strides != 1 or x.shape[trunk.channel_axis] != self.features:
             x = norm()(conv(self.features, (1, 1), strides=s, padding="VALID")(x))
         return nn.relu(y + x)
 
@@ -391,12 +396,18 @@ class ResNet(nn.Module):
         fast_conv_grad: Compute conv gradients with ``conv.conv_general_dilated``
             (canonical layouts; several times faster training on XLA:CPU; no
             forward-mode autodiff). Same params either way.
+        batch_minor: Run the network batch-minor (``conv.Conv``: patches and
+            one matmul on ``[C, H, W, B]``; BatchNorm on axis 0); forward mode
+            works. Same params, outputs, gradients and running statistics
+            (float32 rounding). For CPU; on GPU and TPU XLA's native
+            convolution (the default) is the fast one.
     """
 
     num_classes: int = 10
     stage_sizes: Sequence[int] = (2, 2, 2, 2)
     stage_widths: Sequence[int] = (64, 128, 256, 512)
     fast_conv_grad: bool = False
+    batch_minor: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
@@ -411,23 +422,27 @@ class ResNet(nn.Module):
                 f"ResNet stage_sizes {tuple(self.stage_sizes)} and stage_widths "
                 f"{tuple(self.stage_widths)} must have the same length."
             )
-        x = _conv(
-            self.fast_conv_grad,
+        trunk = _trunk(self.fast_conv_grad, self.batch_minor)
+        x = trunk.enter(x)
+        x = trunk.first_conv(
             self.stage_widths[0],
             (3, 3),
             padding=1,
             use_bias=False,
             kernel_init=_FAN_OUT_INIT,
         )(x)
-        x = nn.relu(_BatchNorm(use_running_average=not train)(x))
+        norm = _BatchNorm(use_running_average=not train, axis=trunk.channel_axis)
+        x = nn.relu(norm(x))
         for stage, (size, width) in enumerate(
             zip(self.stage_sizes, self.stage_widths, strict=True)
         ):
             for block in range(size):
                 strides = 2 if stage > 0 and block == 0 else 1
-                block_fn = BasicBlock(width, strides, self.fast_conv_grad)
+                block_fn = BasicBlock(
+                    width, strides, self.fast_conv_grad, self.batch_minor
+                )
                 x = block_fn(x, train=train)
-        x = jnp.mean(x, axis=(1, 2))
+        x = jnp.mean(trunk.exit(x), axis=(1, 2))
         return _Dense(self.num_classes, name="head")(x)
 
 

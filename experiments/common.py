@@ -157,8 +157,9 @@ def make_recipe(config: ml_collections.ConfigDict, num_train: int) -> Recipe:
 def cpu_twin_options(model: Any) -> dict[str, bool]:
     """``get_model`` options of ``model``'s fastest training twin on this backend.
 
-    On XLA:CPU: ``batch_minor`` where the model has it (LeNet-5, Conv-2/4/6),
-    else ``fast_conv_grad`` (canonical-layout conv gradients). Elsewhere none:
+    On XLA:CPU: ``batch_minor`` where the model has it (LeNet-5, Conv-2/4/6,
+    the ResNets), else ``fast_conv_grad`` (canonical-layout conv gradients:
+    the VGGs). Elsewhere none:
     XLA's native convolution. Same params, outputs and gradients either way
     (float32 rounding).
     """

@@ -6,9 +6,10 @@ loop: a fresh permutation of the training set, then for every batch of
 ``batch_size`` uint8 images the same preprocessing (divide by 255, subtract the
 dataset mean, divide by its std), a forward pass, cross-entropy, backward, the
 gradient multiplied by the mask, an SGD momentum step, and the weights
-multiplied by the mask again. The models are LeNet-300-100, LeNet-5 and Conv-2/4/6
-as in ``autosparse_jax.models`` on 28x28x1 images (same layers, shapes and
-activations; PyTorch's own initialisation, which does not change the cost).
+multiplied by the mask again. The models are LeNet-300-100, LeNet-5, Conv-2/4/6
+and ResNet-20 as in ``autosparse_jax.models`` on 28x28x1 images (same layers,
+shapes and activations, BatchNorm in training mode; PyTorch's own
+initialisation, which does not change the cost).
 """
 
 import importlib.util
@@ -50,13 +51,50 @@ def _model(name: str):
             nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 10),
         ]  # fmt: skip
         return nn.Sequential(*layers)
+    if name == "resnet20":
+        return _resnet20()
     raise ValueError(
         f"No PyTorch peer for model {name!r}; use one of {', '.join(MODELS)}."
     )
 
 
+def _resnet20():
+    """``models.ResNet20`` on one input channel: the same blocks and shortcuts."""
+    import torch
+    from torch import nn
+
+    def conv_bn(cin, cout, k, stride):
+        return [
+            nn.Conv2d(cin, cout, k, stride, padding=k // 2, bias=False),
+            nn.BatchNorm2d(cout, momentum=0.1, eps=1e-5),
+        ]
+
+    class Block(nn.Module):
+        def __init__(self, cin, cout, stride):
+            super().__init__()
+            self.body = nn.Sequential(
+                *conv_bn(cin, cout, 3, stride), nn.ReLU(), *conv_bn(cout, cout, 3, 1)
+            )
+            self.shortcut = (
+                nn.Sequential(*conv_bn(cin, cout, 1, stride))
+                if stride != 1 or cin != cout
+                else nn.Identity()
+            )
+
+        def forward(self, x):
+            return torch.relu(self.body(x) + self.shortcut(x))
+
+    layers, channels = [*conv_bn(1, 16, 3, 1), nn.ReLU()], 16
+    for stage, width in enumerate((16, 32, 64)):
+        for block in range(3):
+            layers.append(Block(channels, width, 2 if stage and not block else 1))
+            channels = width
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10)]
+    return nn.Sequential(*layers)
+
+
 _CONVNET_BLOCKS = {"conv2": 1, "conv4": 2, "conv6": 3}
-MODELS = ("lenet300_100", "lenet5", *_CONVNET_BLOCKS)
+MODELS = ("lenet300_100", "lenet5", *_CONVNET_BLOCKS, "resnet20")
 
 
 def make_epoch(

@@ -260,6 +260,7 @@ def test_invalid_architecture_fields_raise(key):
         ("lenet5_bn", (28, 28, 1), "batch_minor"),
         ("conv2", (32, 32, 3), "batch_minor"),
         ("conv6", (32, 32, 3), "batch_minor"),
+        ("resnet20", (32, 32, 3), "batch_minor"),
     ],
 )
 def test_fast_conv_options_give_same_params_outputs_and_gradients(
