@@ -5,6 +5,7 @@ on real Fashion-MNIST slices and checks that it runs, writes what it promises
 and resumes without redoing work; none asserts anything about accuracy.
 """
 
+import json
 import os
 
 import jax
@@ -12,6 +13,7 @@ import pytest
 
 from autosparse_jax import _tfds_datasets, irp, masks, models
 from experiments import (
+    bench_train,
     common,
     demo,
     gpu_check,
@@ -200,3 +202,19 @@ def test_gpu_check_times_one_round_on_generated_data(tmp_path, capsys):
     assert (tmp_path / "gpu_check.json").exists()
     out = capsys.readouterr().out
     assert "a round of the config's 160 epochs: about" in out
+
+
+@pytest.mark.slow
+def test_bench_train_times_the_chosen_variants_once_compiled(tmp_path, capsys):
+    out_json = tmp_path / "bench.json"
+    bench_train.main(
+        ["--generated", "--num-train", "256", "--epochs", "1", "--batch-size", "64",
+         "--models", "lenet5", "--variants", "batch_minor", "--json", str(out_json)]
+    )  # fmt: skip
+    rows = json.loads(out_json.read_text())
+    assert [(r["model"], r["variant"]) for r in rows] == [("lenet5", "batch_minor")]
+    for row in rows:
+        assert row["compiles"] == 1 and row["steps_per_epoch"] == 4
+        assert row["epoch_s"] > 0 and 0 < row["ratio_to_matmul"]
+        assert ("speedup" in row) == bench_train.torch_peer.available()
+    assert "lenet5 batch_minor: epoch" in capsys.readouterr().out
