@@ -16,6 +16,7 @@ import numpy as np
 from jax import lax
 
 from autosparse_jax import _names
+from autosparse_jax._checks import is_int
 from autosparse_jax.types import PRNGKey
 
 _AUGMENTED = ("cifar10", "cifar100")
@@ -218,7 +219,7 @@ def generated_like(
       >>> host = generated_like("cifar10", 50_000)  # image uint8[50000, 32, 32, 3]
     """
     info = _check_name(name)
-    if isinstance(num_examples, bool) or not isinstance(num_examples, int):
+    if not is_int(num_examples):
         raise ValueError(f"num_examples must be an int, got {num_examples!r}.")
     if num_examples < 1:
         raise ValueError(f"num_examples must be >= 1, got {num_examples}.")
@@ -361,11 +362,7 @@ def from_arrays(
       >>> train["image"].shape, train["label"].dtype
       ((100, 40, 1, 1), dtype('int32'))
     """
-    if num_classes is not None and (
-        not isinstance(num_classes, int | np.integer)
-        or isinstance(num_classes, bool)
-        or num_classes < 1
-    ):
+    if num_classes is not None and (not is_int(num_classes) or num_classes < 1):
         raise ValueError(
             f"num_classes must be a positive int, got {num_classes!r}; pass e.g. "
             "num_classes=10, or None to skip the check."

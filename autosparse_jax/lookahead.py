@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import optax
 
 from autosparse_jax import masks, train
+from autosparse_jax._checks import is_int
 from autosparse_jax.types import Mask, ModelState, Params, PRNGKey
 
 
@@ -56,7 +57,7 @@ def train_ahead(
       >>> feats = features.compute_features(params, batches, apply_fn=apply_fn,
       ...     feature_set="lookahead", ahead_params=ahead)
     """
-    if isinstance(num_epochs, bool) or not isinstance(num_epochs, int):
+    if not is_int(num_epochs):
         raise ValueError(f"num_epochs must be an integer, got {num_epochs!r}.")
     if num_epochs < 1:
         raise ValueError(f"num_epochs must be at least 1, got {num_epochs}.")

@@ -14,11 +14,12 @@ import jax
 import jax.numpy as jnp
 
 from autosparse_jax import criteria, losses, masks
+from autosparse_jax._checks import is_int
 from autosparse_jax.types import ApplyFn, Batch, Mask, Params, PRNGKey, Scores
 
 
 def _check(batches: Batch, num_steps: int, learning_rate) -> None:
-    if isinstance(num_steps, bool) or not isinstance(num_steps, int):
+    if not is_int(num_steps):
         raise ValueError(f"num_steps must be an integer, got {num_steps!r}.")
     if num_steps < 0:
         raise ValueError(f"num_steps must be at least 0, got {num_steps}.")

@@ -24,7 +24,6 @@ Example:
 import functools
 import inspect
 import math
-import numbers
 import types
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
@@ -35,6 +34,7 @@ import jax
 import jax.numpy as jnp
 
 from autosparse_jax import _names, conv
+from autosparse_jax._checks import is_int
 from autosparse_jax.types import ApplyFn, ModelState, Params, PRNGKey
 
 _FAN_IN_INIT = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
@@ -494,11 +494,7 @@ def get_model(name: str, **kwargs: Any) -> nn.Module:
             f"Unknown model {name!r}; valid names are: {', '.join(sorted(MODELS))}."
         )
     num_classes = kwargs.get("num_classes", 1)
-    if (
-        not isinstance(num_classes, numbers.Integral)
-        or isinstance(num_classes, bool)
-        or num_classes < 1
-    ):
+    if not is_int(num_classes) or num_classes < 1:
         raise ValueError(
             f"num_classes must be a positive int, got {num_classes!r}; e.g. "
             "data.DATASETS[name].num_classes."
@@ -528,10 +524,7 @@ def init_params(
             works).
     """
     shape = tuple(input_shape)
-    if len(shape) != 3 or not all(
-        isinstance(d, numbers.Integral) and not isinstance(d, bool) and d > 0
-        for d in shape
-    ):
+    if len(shape) != 3 or not all(is_int(d) and d > 0 for d in shape):
         raise ValueError(
             f"input_shape must be three positive ints (H, W, C) without the batch "
             f"axis, e.g. (28, 28, 1) or (32, 32, 3); got {input_shape!r}."

@@ -24,6 +24,7 @@ import numpy as np
 import optax
 
 from autosparse_jax import _names, checkpoint, evaluation, features, masks, train
+from autosparse_jax._checks import is_int
 from autosparse_jax.types import (
     ApplyFn,
     Batch,
@@ -71,7 +72,7 @@ class ScorerConfig:
             raise ValueError(f"loss must be one of {_LOSSES}, got {self.loss!r}.")
         for field in ("num_steps", "eval_every", "batch_size"):
             value = getattr(self, field)
-            if not _is_int(value) or value < 1:
+            if not is_int(value) or value < 1:
                 raise ValueError(f"{field} must be a positive int, got {value!r}.")
         lr = self.learning_rate
         if not isinstance(lr, numbers.Real) or not 0 < lr < math.inf:
@@ -79,7 +80,7 @@ class ScorerConfig:
                 f"learning_rate must be a positive finite number, got {lr!r}."
             )
         sizes = self.hidden_sizes
-        if not isinstance(sizes, tuple) or not all(_is_int(w) and w > 0 for w in sizes):
+        if not isinstance(sizes, tuple) or not all(is_int(w) and w > 0 for w in sizes):
             raise ValueError(
                 f"hidden_sizes must be positive ints in a tuple (one per hidden "
                 f"layer), got {sizes!r}."
@@ -92,10 +93,6 @@ class ScorerConfig:
             )
         if self.loss == "ranking" and self.batch_size < 2:
             raise ValueError("the ranking loss needs batch_size >= 2.")
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 PRESETS: Mapping[str, ScorerConfig] = _names.NameTable(

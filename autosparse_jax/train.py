@@ -8,7 +8,6 @@ the epoch program once.
 """
 
 import math
-import numbers
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -23,6 +22,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from autosparse_jax import data as data_lib
 from autosparse_jax import losses, masks, models
+from autosparse_jax._checks import is_int
 from autosparse_jax.types import Batch, Mask, ModelState, Params, PRNGKey
 
 DATA_AXIS = "data"
@@ -257,7 +257,7 @@ def _constrain_batch(batch, mesh):
 
 def _positive_int(name: str, value: Any) -> int:
     """``value`` if it is a positive int, else a ``ValueError`` naming ``name``."""
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+    if not is_int(value) or value < 1:
         raise ValueError(f"{name} must be a positive int, got {value!r}.")
     return int(value)
 
@@ -586,11 +586,7 @@ def train(
     if eval_data is not None and evaluate is None:
         raise ValueError("eval_data was given without evaluate=make_evaluate(...).")
     for name, value in (("num_epochs", num_epochs), ("start_epoch", start_epoch)):
-        if (
-            not isinstance(value, numbers.Integral)
-            or isinstance(value, bool)
-            or value < 0
-        ):
+        if not is_int(value) or value < 0:
             raise ValueError(f"{name} must be an int >= 0, got {value!r}.")
     num_classes = _num_classes(state.params)
     for name, d in (("train_data", train_data), ("eval_data", eval_data)):

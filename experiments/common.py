@@ -28,6 +28,7 @@ from autosparse_jax import (
     train,
 )
 from autosparse_jax import scorer as scorer_lib
+from autosparse_jax._checks import is_int
 
 
 def load_config(path: str, *, quick: bool = False) -> ml_collections.ConfigDict:
@@ -174,7 +175,7 @@ def _check_train_config(tc: ml_collections.ConfigDict) -> None:
     """The training section's sizes, before anything is built from them."""
     for name in ("batch_size", "eval_batch_size", "num_epochs"):
         value = tc[name]
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        if not is_int(value) or value < 1:
             raise ValueError(
                 f"config.train.{name} must be a positive int, got {value!r}."
             )
