@@ -187,8 +187,11 @@ def markdown(
     return "\n".join(lines) + "\n"
 
 
-def recipe_line(config, learned: Mapping[str, Any] | None, wall_s: float) -> str:
-    """The paragraph saying what every run shared (recipe, seeds, learners)."""
+def recipe_line(
+    config, learned: Mapping[str, Any] | None, records: Sequence[Mapping[str, Any]]
+) -> str:
+    """The paragraph saying what every run shared (recipe, seeds, learners),
+    and the time the logged ``records`` took (pruning + training, summed)."""
     tc = config.train
     text = (
         f"Seeds {tuple(config.seeds)}; every mask trained with one recipe "
@@ -211,7 +214,11 @@ def recipe_line(config, learned: Mapping[str, Any] | None, wall_s: float) -> str
             f" IRP: {config.irp.num_rounds} rounds of the recipe on each seed to "
             f"{config.irp.final_sparsity}, its nearest round retrained."
         )
-    return text + f" Wall time of the runs so far: {wall_s / 60:.1f} min."
+    seconds = sum(r["prune_s"] + r["train_s"] for r in records)
+    return text + (
+        f" Time of the {len(records)} logged runs (pruning + training, summed): "
+        f"{seconds / 60:.1f} min."
+    )
 
 
 def _styles(methods: Sequence[str]) -> dict[str, dict[str, Any]]:

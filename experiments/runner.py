@@ -14,9 +14,9 @@ their last checkpointed round.
 Work directory: ``config.json`` (a directory of another config is refused),
 ``runs.jsonl`` (the run log), ``learners/`` and ``learners.json`` (the fitted
 AutoSparse and its held-out evaluation), ``irp_seed<S>.jsonl`` and
-``checkpoints/`` (IRP runs), ``invocations.jsonl`` (wall time of each
-invocation), and the report: ``table.md``, ``accuracy.png``,
-``layer_density.png``.
+``checkpoints/`` (IRP runs), and the report: ``table.md``, ``accuracy.png``,
+``layer_density.png``. Each record carries its own prune and train seconds,
+so the report's time survives an invocation killed mid-study.
 """
 
 import dataclasses
@@ -247,7 +247,6 @@ def run_study(
         datasets = (train.to_device(host_train), train.to_device(test))
         study = Study(config, workdir, recipe, host_train, datasets)
         bar = tqdm(total=len(todo), unit="run", disable=not progress)
-        tic = time.perf_counter()
         for seed in config.seeds:
             runs = [p for p in todo if p[2] == seed]
             if not runs:
@@ -261,14 +260,6 @@ def run_study(
                     bar.set_postfix_str(_progress_line(record), refresh=False)
                 bar.update()
         bar.close()
-        common.append_jsonl(
-            os.path.join(workdir, "invocations.jsonl"),
-            {
-                "device": common.device_name(),
-                "runs": len(todo),
-                "wall_s": time.perf_counter() - tic,
-            },
-        )
     return write_report(config, workdir)
 
 
@@ -280,8 +271,6 @@ def write_report(config: ml_collections.ConfigDict, workdir: str) -> str:
          if run_key(r["method"], r["sparsity"], r["seed"]) in order),
         key=lambda r: order[run_key(r["method"], r["sparsity"], r["seed"])],
     )  # fmt: skip
-    invocations = common.read_jsonl(os.path.join(workdir, "invocations.jsonl"))
-    wall = sum(r["wall_s"] for r in invocations)
     learners_path = os.path.join(workdir, "learners.json")
     learned = None
     if os.path.exists(learners_path):
@@ -289,7 +278,7 @@ def write_report(config: ml_collections.ConfigDict, workdir: str) -> str:
             learned = json.load(f)
     text = report.markdown(
         records, title=config.get("title") or f"{config.model} on {config.dataset}",
-        header=report.recipe_line(config, learned, wall), methods=config.methods,
+        header=report.recipe_line(config, learned, records), methods=config.methods,
     )  # fmt: skip
     report.write_text(os.path.join(workdir, "table.md"), text)
     if records:

@@ -80,3 +80,15 @@ def test_plots_give_each_method_its_own_colour_and_marker(tmp_path):
     report.plot_layer_density(RECORDS, 0.9, str(tmp_path / "dens.png"))
     assert (tmp_path / "acc.png").stat().st_size > 1000
     assert (tmp_path / "dens.png").stat().st_size > 1000
+
+
+def test_recipe_line_sums_each_logged_runs_own_time():
+    from experiments.configs import benchmark_fmnist_lenet300
+
+    config = benchmark_fmnist_lenet300.get_config()
+    text = report.recipe_line(config, None, RECORDS[:4])
+    # four records of 0.5 s pruning + 2.0 s training: 10 s = 0.167 min
+    assert text.endswith(
+        "Time of the 4 logged runs (pruning + training, summed): 0.2 min."
+    )
+    assert f"{config.train.num_epochs} epochs" in text
