@@ -188,15 +188,21 @@ def test_max_pool_hand_computed():
     assert conv.max_pool(x).ravel().tolist() == [5.0, 7.0]
 
 
+def _materialize_flops(x):
+    cost = jax.jit(conv.materialize).lower(x).compile().cost_analysis()
+    return (cost[0] if isinstance(cost, list | tuple) else cost)["flops"]
+
+
 def test_materialize_costs_a_narrow_identity_whatever_the_batch():
     for shape in [(3, 5, 4, 6), (2, 3, 3, 2000), (1, 2, 2, 130)]:
         x = jax.random.normal(jax.random.key(0), shape)
         np.testing.assert_array_equal(conv.materialize(x), x)
-        cost = jax.jit(conv.materialize).lower(x).compile().cost_analysis()
-        cost = cost[0] if isinstance(cost, list | tuple) else cost
         # at most a 128-wide identity per row: linear in the batch, where an
         # identity as wide as the batch would cost 2 * x.size * 2000 at 2000
-        assert cost["flops"] <= 2 * 128 * x.size
+        assert _materialize_flops(x) <= 2 * 128 * x.size
+    # rows span examples: a batch of 125 still gets the full 128-wide identity
+    x = jnp.ones((1, 32, 32, 125))
+    assert _materialize_flops(x) == pytest.approx(2 * 128 * x.size, rel=0.01)
 
 
 def test_materialize_is_exact_and_keeps_gradients():
