@@ -1,12 +1,12 @@
 """Shared plumbing for experiment scripts: config -> the one training recipe."""
 
 import argparse
-import contextlib
 import dataclasses
 import importlib.util
 import json
 import os
 import time
+import warnings
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -160,9 +160,8 @@ def cpu_twin_options(model: Any) -> dict[str, bool]:
 
     On XLA:CPU: ``batch_minor`` where the model has it (LeNet-5, Conv-2/4/6,
     the ResNets), else ``fast_conv_grad`` (canonical-layout conv gradients:
-    the VGGs). Elsewhere none:
-    XLA's native convolution. Same params, outputs and gradients either way
-    (float32 rounding).
+    the VGGs). Elsewhere none: XLA's native convolution. Same params, outputs
+    and gradients either way (float32 rounding).
     """
     if jax.default_backend() != "cpu":
         return {}
@@ -362,14 +361,27 @@ def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> None:
 
 
 def read_jsonl(path: str) -> list[dict[str, Any]]:
-    """The complete JSON lines of ``path``; partial lines of killed runs skipped."""
+    """The complete JSON lines of ``path``.
+
+    A line that does not parse (the partial write of a run killed while
+    appending, which ``append_text`` ends before the next record) is skipped
+    with a warning naming its line number.
+    """
     if not os.path.exists(path):
         return []
-    records = []
+    records, skipped = [], []
     with open(path) as f:
-        for line in f:
-            with contextlib.suppress(json.JSONDecodeError):
+        for number, line in enumerate(f, start=1):
+            try:
                 records.append(json.loads(line))
+            except json.JSONDecodeError:
+                skipped.append(number)
+    if skipped:
+        warnings.warn(
+            f"{path}: skipped unreadable line(s) {skipped} (partial writes of a "
+            "killed run); every other line was read.",
+            stacklevel=2,
+        )
     return records
 
 

@@ -33,9 +33,11 @@ def test_jsonl_drops_a_half_written_last_line_and_ends_it_before_appending(tmp_p
     common.append_jsonl(path, {"round": 0})
     with open(path, "a") as f:
         f.write('{"round": 1, "spars')  # killed while appending
-    assert common.read_jsonl(path) == [{"round": 0}]
+    with pytest.warns(UserWarning, match=r"skipped unreadable line\(s\) \[2\]"):
+        assert common.read_jsonl(path) == [{"round": 0}]
     common.append_jsonl(path, {"round": 1})
-    assert common.read_jsonl(path) == [{"round": 0}, {"round": 1}]
+    with pytest.warns(UserWarning, match=r"line\(s\) \[2\]"):
+        assert common.read_jsonl(path) == [{"round": 0}, {"round": 1}]
     assert (tmp_path / "history.jsonl").read_text().endswith('\n{"round": 1}\n')
 
 
