@@ -76,6 +76,46 @@ def target_ahead(t: common.Target, study: Any) -> Any:
     return cache[t.seed]
 
 
+class Source:
+    """The source IRP run (``config.source``): labels, its config, data, apply_fn.
+
+    ``y`` is every weight's label (rounds survived / rounds), ``split`` the
+    fit / held-out split of the weights by ``config.scorer_seed``.
+    """
+
+    def __init__(self, config: Any):
+        self.labels = irp.load_labels(config.source)
+        meta = self.labels.metadata
+        self.config = common.load_config(config.source_config)
+        self.host = data.load_dataset(meta["dataset"], meta.get("train_split", "train"))
+        self.recipe = common.make_recipe(self.config, len(self.host["label"]))
+        self.apply_fn = common.models.make_apply_fn(
+            self.recipe.model, self.labels.init_model_state
+        )
+        y = np.asarray(features.stack_leaves(self.labels.counts))
+        self.y = y / meta["num_rounds"]
+        self.split = evaluation.split_weights(
+            config.scorer_seed, len(y), config.validation_fraction
+        )
+
+
+def train_on_source(
+    config: Any,
+    x: np.ndarray,
+    y: np.ndarray,
+    split: tuple[np.ndarray, np.ndarray],
+    scorer_config: scorer_lib.ScorerConfig,
+    feature_config: features.FeatureConfig,
+) -> tuple[scorer_lib.Scorer, list]:
+    """A scorer fitted on ``split``'s first part, validated on its second."""
+    fit_idx, val_idx = split
+    return scorer_lib.train_scorer(
+        jax.random.key(config.scorer_seed), x[fit_idx], y[fit_idx],
+        config=scorer_config, feature_config=feature_config,
+        validation=(x[val_idx], y[val_idx]), progress=False,
+    )  # fmt: skip
+
+
 def fit_scorer(
     config: Any, feature_config: features.FeatureConfig, loss: str = "mse"
 ) -> scorer_lib.Scorer:
@@ -87,39 +127,26 @@ def fit_scorer(
     (the same fraction of the source's own recipe) is trained only when the
     feature set reads it.
     """
-    labels = irp.load_labels(config.source)
-    meta = labels.metadata
-    source_config = common.load_config(config.source_config)
-    host = data.load_dataset(meta["dataset"], meta.get("train_split", "train"))
-    recipe = common.make_recipe(source_config, len(host["label"]))
-    key = jax.random.key(config.scorer_seed)
+    src = Source(config)
+    params = src.labels.init_params
     ahead = None
     if reads_ahead(feature_config):
         ahead = _ahead(
-            recipe, jax.random.fold_in(key, 1), labels.init_params,
-            labels.init_model_state, train.to_device(host), config,
+            src.recipe, jax.random.fold_in(jax.random.key(config.scorer_seed), 1),
+            params, src.labels.init_model_state, train.to_device(src.host), config,
         )  # fmt: skip
-    apply_fn = common.models.make_apply_fn(recipe.model, labels.init_model_state)
     feats = features.compute_features(
-        labels.init_params, common.source_batches(config, labels),
-        apply_fn=apply_fn, ahead_params=ahead,
+        params, common.source_batches(config, src.labels),
+        apply_fn=src.apply_fn, ahead_params=ahead,
         **dataclasses.asdict(feature_config),
     )  # fmt: skip
-    x = features.stack_features(feats)
-    y = np.asarray(features.stack_leaves(labels.counts)) / meta["num_rounds"]
-    layer_ids = features.layer_ids(labels.init_params)
-    y = scorer_lib.within_layer_targets(y, layer_ids)
-    fit_idx, val_idx = evaluation.split_weights(
-        config.scorer_seed, len(y), config.validation_fraction
+    y = scorer_lib.within_layer_targets(src.y, features.layer_ids(params))
+    scorer_config = dataclasses.replace(
+        scorer_lib.PRESETS["default"], num_steps=config.scorer_num_steps, loss=loss
     )
-    fitted, _ = scorer_lib.train_scorer(
-        key, x[fit_idx], y[fit_idx],
-        config=dataclasses.replace(
-            scorer_lib.PRESETS["default"], num_steps=config.scorer_num_steps,
-            loss=loss,
-        ),
-        feature_config=feature_config,
-        validation=(x[val_idx], y[val_idx]), progress=False,
+    fitted, _ = train_on_source(
+        config, features.stack_features(feats), y, src.split, scorer_config,
+        feature_config,
     )  # fmt: skip
     return fitted
 

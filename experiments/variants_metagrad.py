@@ -42,10 +42,9 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from autosparse_jax import allocation as al
-from autosparse_jax import data, evaluation, features, irp, masks, metagrad
+from autosparse_jax import features, masks, metagrad
 from autosparse_jax import scorer as scorer_lib
 from experiments import common, variants
 
@@ -89,37 +88,9 @@ def epoch_batches(key: jax.Array, host_train: Any, dataset: str, size: int) -> A
 # ------------------------------------------------------------ the source
 
 
-class _Source:
-    """The source IRP run: labels, its recipe's settings, data and apply_fn."""
-
-    def __init__(self, config: Any):
-        self.labels = irp.load_labels(config.source)
-        meta = self.labels.metadata
-        self.config = common.load_config(config.source_config)
-        self.host = data.load_dataset(meta["dataset"], meta.get("train_split", "train"))
-        recipe = common.make_recipe(self.config, len(self.host["label"]))
-        self.apply_fn = common.models.make_apply_fn(
-            recipe.model, self.labels.init_model_state
-        )
-        y = np.asarray(features.stack_leaves(self.labels.counts))
-        self.y = y / meta["num_rounds"]
-        self.split = evaluation.split_weights(
-            config.scorer_seed, len(y), config.validation_fraction
-        )
-
-
-def _train(config, x, y, split, scorer_config, feature_config):
-    fit_idx, val_idx = split
-    return scorer_lib.train_scorer(
-        jax.random.key(config.scorer_seed), x[fit_idx], y[fit_idx],
-        config=scorer_config, feature_config=feature_config,
-        validation=(x[val_idx], y[val_idx]), progress=False,
-    )  # fmt: skip
-
-
 def fit_metagrad_scorer(config: Any) -> tuple[scorer_lib.Scorer, list]:
     """The within-layer scorer on ``(w0, g0, dL/dm)`` of the source run."""
-    src = _Source(config)
+    src = variants.Source(config)
     params = src.labels.init_params
     batches = common.source_batches(config, src.labels)
     dm = _dense_metagradient(
@@ -133,7 +104,7 @@ def fit_metagrad_scorer(config: Any) -> tuple[scorer_lib.Scorer, list]:
     scorer_config = dataclasses.replace(
         scorer_lib.PRESETS["default"], num_steps=config.scorer_num_steps
     )
-    return _train(
+    return variants.train_on_source(
         config, features.stack_features(feats), y, src.split, scorer_config,
         METAGRAD_FEATURES,
     )  # fmt: skip
@@ -141,7 +112,7 @@ def fit_metagrad_scorer(config: Any) -> tuple[scorer_lib.Scorer, list]:
 
 def fit_gsum_scorer(config: Any) -> tuple[scorer_lib.Scorer, list]:
     """The paper's scorer on ``(w0, g0)``, ``g0`` summed over the training set."""
-    src = _Source(config)
+    src = variants.Source(config)
     batches = epoch_batches(
         jax.random.key(config.scorer_seed), src.host, src.labels.metadata["dataset"],
         src.config.train.batch_size,
@@ -152,17 +123,19 @@ def fit_gsum_scorer(config: Any) -> tuple[scorer_lib.Scorer, list]:
     scorer_config = dataclasses.replace(
         scorer_lib.PRESETS["default"], num_steps=config.scorer_num_steps
     )
-    return _train(config, x, src.y, src.split, scorer_config, GSUM_FEATURES)
+    return variants.train_on_source(
+        config, x, src.y, src.split, scorer_config, GSUM_FEATURES
+    )
 
 
 def fit_paperpreset_scorer(config: Any) -> tuple[scorer_lib.Scorer, list]:
     """The paper's scorer on ``(w0, g0)`` with ``scorer.PRESETS["paper"]``."""
-    src = _Source(config)
+    src = variants.Source(config)
     batches = common.source_batches(config, src.labels)
     x = common.initial_features(
         src.labels.init_params, batches, src.apply_fn, PAPER_FEATURES
     )
-    return _train(
+    return variants.train_on_source(
         config, x, src.y, src.split, scorer_lib.PRESETS["paper"], PAPER_FEATURES
     )
 
