@@ -13,7 +13,6 @@ initialisation, which does not change the cost).
 """
 
 import importlib.util
-import time
 
 import numpy as np
 
@@ -151,19 +150,6 @@ def make_epoch(
         return float(loss.detach())
 
     return one_epoch, model, masks
-
-
-def epoch_seconds(name: str, images, labels, *, epochs: int, **kwargs) -> float:
-    """Median seconds of ``epochs`` masked epochs (``make_epoch``'s arguments),
-    after one warm-up epoch."""
-    one_epoch, _, _ = make_epoch(name, images, labels, **kwargs)
-    one_epoch()  # warm-up
-    times = []
-    for _ in range(epochs):
-        start = time.perf_counter()
-        one_epoch()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
 
 
 def version() -> str:

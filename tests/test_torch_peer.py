@@ -37,15 +37,6 @@ def test_peer_epoch_keeps_pruned_weights_zero_and_trains_the_rest():
         assert not torch.allclose(p[m == 1], p0[m == 1])
 
 
-def test_epoch_seconds_is_positive():
-    images = np.zeros((32, 28, 28, 1), np.uint8)
-    seconds = torch_peer.epoch_seconds(
-        "lenet5", images, np.zeros(32, np.int64), mean=0.3, std=0.3,
-        batch_size=16, epochs=1,
-    )  # fmt: skip
-    assert seconds > 0
-
-
 def test_unknown_model_names_the_choices():
     with pytest.raises(ValueError, match="use one of lenet300_100, lenet5, conv2"):
         torch_peer._model("vgg16")
