@@ -34,5 +34,5 @@ def get_config(quick: bool = False) -> ml_collections.ConfigDict:
     config.train.num_epochs = 1 if quick else 100
     config.train.eval_batch_size = 1_000
     if quick:
-        config.train_split, config.test_split = "train[:1000]", "test[:500]"
+        config.train_split, config.test_split = "train[:2000]", "test[:500]"
     return config
