@@ -38,22 +38,22 @@ def _is_layer(module: nn.Module, method_name: str) -> bool:
 
 
 def scale_of(recipe: common.Recipe, params, model_state, images, labels):
-    """Per-layer output std, the loss and its gradient of ``params`` on a batch."""
-    variables = {"params": params, **model_state}
-    _, state = recipe.model.apply(
-        variables, images, train=False, capture_intermediates=_is_layer,
-        mutable=["intermediates"],
-    )  # fmt: skip
-    stds = {}
-    for path, value in jax.tree_util.tree_leaves_with_path(state["intermediates"]):
-        keys = [str(p.key) for p in path if hasattr(p, "key")]  # not tuple indices
-        stds["/".join(k for k in keys if k != "__call__")] = float(jnp.std(value))
+    """Per-layer output std, the loss and its gradient of ``params`` on a batch
+    (one forward pass: the outputs are the loss's auxiliary result)."""
 
     def loss_fn(p):
-        out = recipe.model.apply({"params": p, **model_state}, images, train=False)
-        return optax.softmax_cross_entropy_with_integer_labels(out, labels).mean()
+        logits, state = recipe.model.apply(
+            {"params": p, **model_state}, images, train=False,
+            capture_intermediates=_is_layer, mutable=["intermediates"],
+        )  # fmt: skip
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+        return loss, state["intermediates"]
 
-    loss, grads = jax.value_and_grad(loss_fn)(params)
+    (loss, outputs), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    stds = {}
+    for path, value in jax.tree_util.tree_leaves_with_path(outputs):
+        keys = [str(p.key) for p in path if hasattr(p, "key")]  # not tuple indices
+        stds["/".join(k for k in keys if k != "__call__")] = float(jnp.std(value))
     return stds, float(loss), grads
 
 
@@ -78,7 +78,7 @@ def measure(config, study_workdir: str, seeds, sparsity: float, names) -> list[d
             params = masks.apply_mask(params, mask)
             stds, loss, grads = scale_of(recipe, params, t.model_state, images, labels)
             grads = masks.apply_mask(grads, mask)
-            norm = jnp.sqrt(sum(jnp.sum(g * g) for g in jax.tree.leaves(grads)))
+            norm = optax.tree.norm(grads)
             records.append({
                 "seed": seed, "method": name, "sparsity": sparsity, "loss": loss,
                 "masked_grad_norm": float(norm), "output_std": stds,
@@ -116,10 +116,8 @@ def main(argv: list[str] | None = None) -> None:
         argv,
         add_arguments,
     )
-    name = os.path.splitext(os.path.basename(args.config))[0]
-    workdir = args.workdir or os.path.join(
-        "experiments/results", f"mask_scale_{name}", *(["quick"] if args.quick else [])
-    )
+    name = os.path.basename(args.config)
+    workdir = args.workdir or common.default_workdir(f"mask_scale_{name}", args.quick)
     study_workdir = common.default_workdir(args.config, args.quick)
     records = measure(config, study_workdir, args.seeds, args.sparsity, args.methods)
     os.makedirs(workdir, exist_ok=True)
