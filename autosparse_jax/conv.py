@@ -15,11 +15,12 @@ Two independent tools:
 * The batch-minor layer set (``to_batch_minor``, ``Conv``, ``max_pool``,
   ``from_batch_minor``; ``materialize`` for the first layer's input): the
   conv trunk of a small network computed on ``[C, H, W, B]`` arrays, batch
-  last. A convolution is one gather of patches
-  (``[C * kh * kw, H' * W' * B]``, contiguous rows of ``B`` floats) and one
-  matmul; max pooling is a reshape and a max. With few channels (LeNet-5's 1 and
-  6) XLA:CPU vectorises these along the batch, where its native convolution and
-  ``reduce_window`` pooling vectorise along the channels and stall. Plain JAX
+  last. A convolution is one gather of input windows (contiguous rows of ``B``
+  floats) and one matmul: plain patches (im2col), or by default 2x2 output
+  tiles whose windows overlap less (``default_tile``); max pooling is a reshape
+  and a max. With few channels (LeNet-5's 1 and 6) XLA:CPU vectorises these
+  along the batch, where its native convolution and ``reduce_window`` pooling
+  vectorise along the channels and stall. Plain JAX
   ops only, so forward mode works too. Models use it when built with
   ``batch_minor=True``; XLA's native convolution stays the default everywhere
   else (GPU, TPU). Measured on LeNet-5 / Fashion-MNIST on 2 CPU cores: see
@@ -201,18 +202,79 @@ def from_batch_minor(x: jax.Array) -> jax.Array:
 
 @functools.lru_cache(maxsize=128)
 def _patch_index(
-    padded: tuple[int, int], kernel: tuple[int, int], strides: tuple[int, int]
+    padded: tuple[int, int],
+    kernel: tuple[int, int],
+    strides: tuple[int, int],
+    tile: tuple[int, int],
 ) -> np.ndarray:
-    """Flat ``h * W + w`` positions of every patch element, kernel offset major."""
-    (hp, wp), (kh, kw), (sh, sw) = padded, kernel, strides
+    """Flat ``h * W + w`` positions of every output tile's input window.
+
+    Window offset major, then the tile's row and column: ``[uh * uw * nh * nw]``
+    for ``nh x nw`` tiles whose windows are ``uh x uw``. With a 1x1 tile these
+    are the patches of a plain im2col.
+    """
+    (hp, wp), (kh, kw), (sh, sw), (th, tw) = padded, kernel, strides, tile
     ho, wo = (hp - kh) // sh + 1, (wp - kw) // sw + 1
-    i, j, h, w = np.meshgrid(
-        np.arange(kh), np.arange(kw), np.arange(ho), np.arange(wo), indexing="ij"
-    )
-    index = (h * sh + i) * wp + (w * sw + j)
+    uh, uw = (th - 1) * sh + kh, (tw - 1) * sw + kw
+    a, u, h, w = np.meshgrid(
+        np.arange(uh), np.arange(uw), np.arange(ho // th), np.arange(wo // tw),
+        indexing="ij",
+    )  # fmt: skip
+    index = (h * th * sh + a) * wp + (w * tw * sw + u)
     index = index.astype(np.int32).reshape(-1)
     index.flags.writeable = False
     return index
+
+
+@functools.lru_cache(maxsize=128)
+def _tile_kernel_index(
+    kernel_shape: tuple[int, int, int, int],
+    strides: tuple[int, int],
+    tile: tuple[int, int],
+) -> np.ndarray:
+    """Where each entry of the tile matrix sits in the flat kernel.
+
+    The matrix maps a tile's input window ``[C, uh, uw]`` to its outputs
+    ``[O, th, tw]``: entry ``[(o, y, z), (c, a, u)]`` is ``kernel[a - y * sh,
+    u - z * sw, c, o]`` where that offset lies inside the kernel, else zero
+    (index ``kernel.size``, a zero appended to the flat kernel).
+    """
+    (kh, kw, c, o), (sh, sw), (th, tw) = kernel_shape, strides, tile
+    uh, uw = (th - 1) * sh + kh, (tw - 1) * sw + kw
+    oo, y, z, cc, a, u = np.meshgrid(
+        np.arange(o), np.arange(th), np.arange(tw), np.arange(c), np.arange(uh),
+        np.arange(uw), indexing="ij",
+    )  # fmt: skip
+    i, j = a - y * sh, u - z * sw
+    inside = (i >= 0) & (i < kh) & (j >= 0) & (j < kw)
+    flat = ((i * kw + j) * c + cc) * o + oo
+    index = np.where(inside, flat, kh * kw * c * o).astype(np.int32)
+    index = index.reshape(o * th * tw, c * uh * uw)
+    index.flags.writeable = False
+    return index
+
+
+def default_tile(kernel_shape: Sequence[int], out_hw: Sequence[int]) -> tuple[int, int]:
+    """The output tile ``batch_minor_conv`` uses unless told: 2x2 where it pays.
+
+    A ``th x tw`` tile multiplies a ``[O * th * tw, C * uh * uw]`` matrix with
+    each tile's ``uh x uw`` input window, one column per tile and example: the
+    gather copies each input ``uh * uw / (th * tw)`` times instead of ``kh *
+    kw``, at the price of multiplying by the zeros of the tile matrix
+    (``uh * uw / (kh * kw)`` times the FLOPs). On XLA:CPU the im2col matmul of a
+    small conv is bound by that copy, not by FLOPs, so 2x2 tiles ran LeNet-5's
+    training step about 1.3x faster, Conv-4's 1.1x, ResNet-20's 1.2x
+    (``experiments/bench_train.py``). Where the contraction ``C * kh * kw`` is
+    shorter than ``O`` (a first layer with many filters: Conv-2's 1 -> 64 at
+    3x3) the output write dominates and tiles ran slower, so they stay 1x1;
+    so does an axis the kernel does not span or whose output length is odd.
+    """
+    kh, kw, c, o = kernel_shape
+    if kh * kw * c < o:
+        return (1, 1)
+    return tuple(
+        2 if k > 1 and n % 2 == 0 else 1 for k, n in zip((kh, kw), out_hw, strict=True)
+    )
 
 
 def batch_minor_conv(
@@ -222,15 +284,19 @@ def batch_minor_conv(
     padding: str | Sequence[tuple[int, int]] = "SAME",
     *,
     materialize_input: bool = False,
+    tile: Sequence[int] | None = None,
 ) -> jax.Array:
     """2-D convolution of batch-minor ``x [C, H, W, B]`` with ``kernel [kh, kw, C, O]``.
 
     Equal to ``lax.conv_general_dilated`` on the NHWC transpose of ``x`` (same
     ``strides`` and ``padding``: "SAME", "VALID" or explicit pairs), returned
-    as ``[O, H', W', B]``: patches gathered into ``[C * kh * kw, H' * W' * B]``
-    and multiplied by the kernel as one ``[C * kh * kw, O]`` matrix. With
-    ``materialize_input`` the padded input goes through ``materialize`` first
-    (for a network's first layer).
+    as ``[O, H', W', B]``. The outputs are computed in ``tile = (th, tw)``
+    blocks: each block's input window is gathered (``[C * uh * uw, blocks *
+    B]``, contiguous rows of ``B`` floats) and multiplied by one ``[O * th *
+    tw, C * uh * uw]`` matrix built from the kernel; a 1x1 tile is the plain
+    patches-and-matmul (im2col). ``tile`` must divide ``(H', W')``; None takes
+    ``default_tile``. With ``materialize_input`` the padded input goes through
+    ``materialize`` first (for a network's first layer).
     """
     c, h, w, b = x.shape
     kh, kw, kc, o = kernel.shape
@@ -246,11 +312,23 @@ def batch_minor_conv(
         xp = materialize(xp)
     hp, wp = xp.shape[1:3]
     ho, wo = (hp - kh) // strides[0] + 1, (wp - kw) // strides[1] + 1
-    index = _patch_index((hp, wp), (kh, kw), strides)
+    tile = default_tile(kernel.shape, (ho, wo)) if tile is None else tuple(tile)
+    th, tw = tile
+    if ho % th or wo % tw:
+        raise ValueError(
+            f"tile {tile} does not divide the output size {(ho, wo)}; pass a tile "
+            f"whose sides divide it, or tile=None for the default."
+        )
+    index = _patch_index((hp, wp), (kh, kw), strides, tile)
     # Every index is in range: "clip" skips the out-of-bounds masking.
     patches = jnp.take(xp.reshape(c, hp * wp, b), index, axis=1, mode="clip")
-    matrix = kernel.transpose(2, 0, 1, 3).reshape(c * kh * kw, o)
-    out = matrix.T @ patches.reshape(c * kh * kw, ho * wo * b)
+    if tile == (1, 1):
+        matrix = kernel.transpose(2, 0, 1, 3).reshape(c * kh * kw, o).T
+    else:
+        flat = jnp.concatenate([kernel.reshape(-1), jnp.zeros((1,), kernel.dtype)])
+        matrix = flat[_tile_kernel_index(kernel.shape, strides, tile)]
+    out = matrix @ patches.reshape(matrix.shape[1], -1)
+    out = out.reshape(o, th, tw, ho // th, wo // tw, b).transpose(0, 3, 1, 4, 2, 5)
     return out.reshape(o, ho, wo, b)
 
 
@@ -283,6 +361,7 @@ class Conv(nn.Module):
         kernel_init, bias_init: As for ``nn.Conv``.
         materialize_input: ``batch_minor_conv``'s option: set it on a
             network's first convolution.
+        tile: ``batch_minor_conv``'s output tile; None takes ``default_tile``.
     """
 
     features: int
@@ -293,6 +372,7 @@ class Conv(nn.Module):
     kernel_init: Any = nn.linear.default_kernel_init
     bias_init: Any = nn.initializers.zeros_init()
     materialize_input: bool = False
+    tile: Sequence[int] | None = None
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -303,7 +383,12 @@ class Conv(nn.Module):
         if isinstance(padding, int):
             padding = ((padding, padding), (padding, padding))
         y = batch_minor_conv(
-            x, kernel, self.strides, padding, materialize_input=self.materialize_input
+            x,
+            kernel,
+            self.strides,
+            padding,
+            materialize_input=self.materialize_input,
+            tile=self.tile,
         )
         if self.use_bias:
             bias = self.param("bias", self.bias_init, (self.features,), jnp.float32)

@@ -10,8 +10,9 @@ For each model it times full training epochs of the jitted masked epoch program
 on Fashion-MNIST (60,000 images, batch 128, SGD momentum 0.9), for every way
 the model can be built (conv models: plain ``nn.Conv``, ``fast_conv_grad`` and
 ``batch_minor``, see ``autosparse_jax/conv.py``), counts the FLOPs of one train
-step with XLA's cost analysis, and divides by a 2048^3 float32 matmul's GFLOP/s
-measured in the same run. When PyTorch is installed (``pip install -e
+step with XLA's cost analysis (the plain model's step for every variant: the
+same useful work), and divides by a 2048^3 float32 matmul's GFLOP/s measured in
+the same run. When PyTorch is installed (``pip install -e
 '.[bench]'``, never a dependency of the package) it also times the same masked
 SGD loop in plain PyTorch (``experiments/torch_peer.py``) and prints each JAX
 variant's speed relative to it. After one warm-up epoch each, the timed epochs
@@ -90,7 +91,11 @@ class _JaxEpoch:
             params, masks.dense_mask(params), optimizer, model_state
         )
         batch = jax.tree.map(lambda x: jnp.asarray(x[:batch_size]), dataset)
-        flops = _step_flops(model, optimizer, self.state, batch, preprocess)
+        # Every variant is credited with the FLOPs of the plain model's step:
+        # the tiled batch-minor convolutions also multiply zeros (conv.py), and
+        # counting those would flatter their share of the matmul peak.
+        plain = models.get_model(name, num_classes=info.num_classes)
+        flops = _step_flops(plain, optimizer, self.state, batch, preprocess)
         self.epoch_fn = train.make_train_epoch(
             model, optimizer, batch_size=batch_size, preprocess=preprocess
         )

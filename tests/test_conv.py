@@ -155,6 +155,69 @@ def test_batch_minor_conv_values_and_gradients_match_lax(case):
     )
 
 
+TILED_CASES = [
+    # (input shape, kernel shape, strides, padding, output tile)
+    ((2, 28, 28, 1), (5, 5, 1, 6), (1, 1), "SAME", (2, 2)),  # LeNet-5's convs
+    ((2, 14, 14, 6), (5, 5, 6, 16), (1, 1), "VALID", (2, 2)),
+    ((2, 14, 14, 6), (5, 5, 6, 16), (1, 1), "VALID", (5, 10)),
+    ((2, 9, 9, 2), (3, 3, 2, 3), (1, 1), "SAME", (3, 1)),
+    ((2, 8, 8, 3), (3, 3, 3, 4), (2, 2), "SAME", (2, 4)),
+    ((2, 10, 10, 2), (3, 3, 2, 2), (3, 2), ((2, 0), (0, 1)), (2, 5)),
+    ((2, 8, 6, 3), (1, 3, 3, 4), (1, 1), "SAME", (4, 3)),
+]
+
+
+@pytest.mark.parametrize("case", TILED_CASES)
+def test_tiled_batch_minor_conv_matches_lax(case):
+    x_shape, k_shape, strides, padding, tile = case
+    x, k = _inputs(x_shape, k_shape)
+
+    def ours(x, k):
+        y = conv.batch_minor_conv(_to_cm(x), k, strides, padding, tile=tile)
+        return y.transpose(3, 1, 2, 0)
+
+    reference = functools.partial(_reference, strides=strides, padding=padding)
+    np.testing.assert_allclose(ours(x, k), reference(x, k), rtol=1e-5, atol=1e-5)
+
+    def loss(fn):
+        return lambda x, k: (fn(x, k) ** 3).sum()
+
+    expected = jax.grad(loss(reference), argnums=(0, 1))(x, k)
+    got = jax.jit(jax.grad(loss(ours), argnums=(0, 1)))(x, k)
+    for g, e in zip(got, expected, strict=True):  # float32 sums of ~150 terms
+        np.testing.assert_allclose(g, e, rtol=2e-4, atol=1e-5 * np.abs(e).max())
+
+
+def test_tile_matrix_hand_computed():
+    # A 1x2 tile of a 1x2 kernel [p, q] (one channel in and out, stride 1)
+    # reads a 1x3 window [x0, x1, x2]: outputs p*x0 + q*x1 and p*x1 + q*x2.
+    x = jnp.array([[1.0, 10.0, 100.0, 1000.0]])[None, :, :, None]  # [C, H, W, B]
+    k = jnp.array([[2.0, 3.0]])[:, :, None, None]
+    index = conv._tile_kernel_index((1, 2, 1, 1), (1, 1), (1, 2))
+    flat = np.append(np.asarray(k).ravel(), 0.0)
+    np.testing.assert_array_equal(flat[index], [[2.0, 3.0, 0.0], [0.0, 2.0, 3.0]])
+    y = conv.batch_minor_conv(x, k, (1, 1), "VALID", tile=(1, 3))
+    assert y.ravel().tolist() == [32.0, 320.0, 3200.0]
+
+
+def test_default_tile():
+    # LeNet-5: both convs 2x2; a first layer with more filters than its
+    # contraction (Conv-2's 1 -> 64 at 3x3) and 1x1 kernels stay untiled, as
+    # does an axis of odd output length.
+    assert conv.default_tile((5, 5, 1, 6), (28, 28)) == (2, 2)
+    assert conv.default_tile((5, 5, 6, 16), (10, 10)) == (2, 2)
+    assert conv.default_tile((3, 3, 1, 64), (28, 28)) == (1, 1)
+    assert conv.default_tile((1, 1, 16, 32), (8, 8)) == (1, 1)
+    assert conv.default_tile((3, 3, 16, 16), (7, 8)) == (1, 2)
+
+
+def test_batch_minor_conv_rejects_a_tile_that_does_not_divide_the_output():
+    with pytest.raises(ValueError, match=r"tile \(3, 3\) does not divide.*\(8, 8\)"):
+        conv.batch_minor_conv(
+            jnp.zeros((1, 8, 8, 2)), jnp.zeros((3, 3, 1, 4)), tile=(3, 3)
+        )
+
+
 def test_batch_minor_conv_hand_computed():
     # One 2x2 image, one channel, 2x2 kernel of ones, 'VALID': the sum of the
     # four pixels; 'SAME' pads one row and column at the end (lax's rule).

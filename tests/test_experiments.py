@@ -209,10 +209,16 @@ def test_bench_train_times_the_chosen_variants_once_compiled(tmp_path, capsys):
     out_json = tmp_path / "bench.json"
     bench_train.main(
         ["--generated", "--num-train", "256", "--epochs", "1", "--batch-size", "64",
-         "--models", "lenet5", "--variants", "batch_minor", "--json", str(out_json)]
+         "--models", "lenet5", "--variants", "plain", "batch_minor",
+         "--json", str(out_json)]
     )  # fmt: skip
     rows = json.loads(out_json.read_text())
-    assert [(r["model"], r["variant"]) for r in rows] == [("lenet5", "batch_minor")]
+    assert [(r["model"], r["variant"]) for r in rows] == [
+        ("lenet5", "plain"),
+        ("lenet5", "batch_minor"),
+    ]
+    # Both credited with the plain step's FLOPs (the tiled convs multiply zeros).
+    assert rows[0]["mflop_per_step"] == rows[1]["mflop_per_step"] > 0
     for row in rows:
         assert row["compiles"] == 1 and row["steps_per_epoch"] == 4
         assert row["epoch_s"] > 0 and 0 < row["ratio_to_matmul"]
