@@ -50,15 +50,31 @@ def _file_rank(item) -> int:
     return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
 
 
+def _has_fashion_mnist() -> bool:
+    from autosparse_jax import _tfds_datasets
+
+    dirs = _tfds_datasets.candidate_dirs(None)
+    return _tfds_datasets.find_source_dir(dirs) is not None
+
+
 def pytest_collection_modifyitems(config, items):
-    """Runs the longest files first; skips ``gpu`` tests on CPU-only machines."""
+    """Runs the longest files first; skips ``gpu`` tests on CPU-only machines
+    and ``fashion_mnist`` tests where the dataset's IDX files are missing."""
     items.sort(key=_file_rank)  # stable: the order within a file is kept
-    if jax.default_backend() != "cpu":
-        return
-    skip = pytest.mark.skip(reason="needs a GPU or TPU")
+    skips = {}
+    if jax.default_backend() == "cpu":
+        skips["gpu"] = pytest.mark.skip(reason="needs a GPU or TPU")
+    if any(item.get_closest_marker("fashion_mnist") for item in items) and (
+        not _has_fashion_mnist()
+    ):
+        skips["fashion_mnist"] = pytest.mark.skip(
+            reason="Fashion-MNIST IDX files missing: apt-get install "
+            "dataset-fashion-mnist (or make datasets)"
+        )
     for item in items:
-        if "gpu" in item.keywords:
-            item.add_marker(skip)
+        for marker, skip in skips.items():
+            if item.get_closest_marker(marker):
+                item.add_marker(skip)
 
 
 class TinyMLP(nn.Module):

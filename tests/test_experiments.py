@@ -11,7 +11,7 @@ import os
 import jax
 import pytest
 
-from autosparse_jax import _tfds_datasets, irp, masks, models
+from autosparse_jax import irp, masks, models
 from experiments import (
     bench_train,
     common,
@@ -21,11 +21,6 @@ from experiments import (
     run_benchmark,
     run_pai_baselines,
     runner,
-)
-
-needs_fashion_mnist = pytest.mark.skipif(
-    _tfds_datasets.find_source_dir(_tfds_datasets.candidate_dirs(None)) is None,
-    reason="Fashion-MNIST IDX files missing: apt-get install dataset-fashion-mnist",
 )
 
 
@@ -90,7 +85,7 @@ def synthetic_runs(tmp_path_factory) -> list[str]:
 
 
 @pytest.mark.slow
-@needs_fashion_mnist
+@pytest.mark.fashion_mnist
 def test_pai_baselines_quick_runs_resumes_and_writes_outputs(tmp_path, monkeypatch):
     argv = ["--quick", "--workdir", str(tmp_path)]
     run_pai_baselines.main(argv)
@@ -108,7 +103,7 @@ def test_pai_baselines_quick_runs_resumes_and_writes_outputs(tmp_path, monkeypat
 
 
 @pytest.mark.slow
-@needs_fashion_mnist
+@pytest.mark.fashion_mnist
 def test_allocation_quick_runs_and_resumes_without_refitting(
     tmp_path, synthetic_runs, monkeypatch
 ):
@@ -139,7 +134,7 @@ def test_allocation_quick_runs_and_resumes_without_refitting(
 
 
 @pytest.mark.slow
-@needs_fashion_mnist
+@pytest.mark.fashion_mnist
 def test_benchmark_quick_runs_resumes_and_writes_outputs(
     tmp_path, synthetic_runs, monkeypatch
 ):
@@ -170,7 +165,7 @@ def test_benchmark_quick_runs_resumes_and_writes_outputs(
 
 
 @pytest.mark.slow
-@needs_fashion_mnist
+@pytest.mark.fashion_mnist
 def test_demo_quick_runs_the_whole_pipeline_and_says_how_autos_compares(
     tmp_path, capsys
 ):

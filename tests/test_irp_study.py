@@ -15,13 +15,8 @@ import ml_collections
 import numpy as np
 import pytest
 
-from autosparse_jax import _tfds_datasets, irp, train
+from autosparse_jax import irp, train
 from experiments import common, irp_study, run_irp
-
-needs_fashion_mnist = pytest.mark.skipif(
-    _tfds_datasets.find_source_dir(_tfds_datasets.candidate_dirs(None)) is None,
-    reason="Fashion-MNIST IDX files missing: apt-get install dataset-fashion-mnist",
-)
 
 CONFIGS = "experiments/configs"
 ROW_KEYS = {
@@ -253,7 +248,7 @@ def test_default_workdirs_and_the_quick_variants():
 
 
 @pytest.mark.slow
-@needs_fashion_mnist
+@pytest.mark.fashion_mnist
 def test_irp_quick_runs_resumes_and_writes_outputs(tmp_path, capsys):
     argv = ["--quick", "--workdir", str(tmp_path)]
     run_irp.main(argv)

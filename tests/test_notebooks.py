@@ -19,8 +19,6 @@ import re
 
 import pytest
 
-from autosparse_jax import _tfds_datasets
-
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 pytest.importorskip("ipykernel")
@@ -28,11 +26,6 @@ pytest.importorskip("ipykernel")
 REPO = pathlib.Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
 IRP_LABELS = REPO / "experiments/results/irp_fmnist_lenet300/labels"
-
-needs_fashion_mnist = pytest.mark.skipif(
-    _tfds_datasets.find_source_dir(_tfds_datasets.candidate_dirs(None)) is None,
-    reason="Fashion-MNIST IDX files missing: apt-get install dataset-fashion-mnist",
-)
 
 
 def _client(name: str):
@@ -121,7 +114,7 @@ def table_rows(text: str, names: list[str]) -> dict[str, list[str]]:
 
 
 @pytest.mark.slow
-@needs_fashion_mnist
+@pytest.mark.fashion_mnist
 def test_quickstart_runs_in_tiny_mode(executed):
     text, images = execute("01_quickstart.ipynb", executed)
     assert "TINY=True" in text
@@ -140,7 +133,7 @@ def test_quickstart_runs_in_tiny_mode(executed):
 
 
 @pytest.mark.slow
-@needs_fashion_mnist
+@pytest.mark.fashion_mnist
 @pytest.mark.skipif(not IRP_LABELS.exists(), reason=f"{IRP_LABELS} missing")
 def test_what_autos_learned_runs_in_tiny_mode(executed):
     text, images = execute("02_what_autos_learned.ipynb", executed)

@@ -7,11 +7,6 @@ import pytest
 
 from experiments import common, methods, runner
 
-needs_fashion_mnist = pytest.mark.skipif(
-    not os.path.exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
-    and not os.environ.get("AUTOSPARSE_FASHION_MNIST_DIR"),
-    reason="Fashion-MNIST IDX files missing: apt-get install dataset-fashion-mnist",
-)
 PAI = "experiments/configs/pai_fmnist_lenet300.py"
 BENCHMARK = "experiments/configs/benchmark_fmnist_lenet300.py"
 
@@ -117,7 +112,7 @@ def _tiny(config):
     return config
 
 
-@needs_fashion_mnist
+@pytest.mark.fashion_mnist
 def test_study_runs_resumes_and_never_retrains(tmp_path, monkeypatch):
     config = _tiny(common.load_config(PAI))
     config.methods = ("dense", "magnitude", "mine")
@@ -150,7 +145,7 @@ def test_study_runs_resumes_and_never_retrains(tmp_path, monkeypatch):
     assert runner.run_study(config, work, extra_methods={"mine": mine}) == text
 
 
-@needs_fashion_mnist
+@pytest.mark.fashion_mnist
 def test_a_diverging_run_is_stopped_and_reported(tmp_path):
     config = _tiny(common.load_config(PAI))
     config.train.num_epochs = 4

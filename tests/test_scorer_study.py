@@ -12,13 +12,8 @@ import os
 import numpy as np
 import pytest
 
-from autosparse_jax import _tfds_datasets, checkpoint, scorer
+from autosparse_jax import checkpoint, scorer
 from experiments import common, irp_study, run_scorer, scorer_study
-
-needs_fashion_mnist = pytest.mark.skipif(
-    _tfds_datasets.find_source_dir(_tfds_datasets.candidate_dirs(None)) is None,
-    reason="Fashion-MNIST IDX files missing: apt-get install dataset-fashion-mnist",
-)
 
 CONFIGS = "experiments/configs"
 LAYERS = np.array([0] * 10 + [1] * 6 + [2] * 4)
@@ -191,7 +186,7 @@ def quick_labels(tmp_path_factory) -> str:
 
 
 @pytest.mark.slow
-@needs_fashion_mnist
+@pytest.mark.fashion_mnist
 def test_scorer_quick_runs_resumes_and_saves_scorers(tmp_path, quick_labels):
     workdir = tmp_path / "work"
     labels = ["--source", quick_labels, "--held-out", quick_labels]
