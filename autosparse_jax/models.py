@@ -23,6 +23,7 @@ Example:
 
 import functools
 import inspect
+import itertools
 import math
 import types
 from collections.abc import Callable, Mapping, Sequence
@@ -450,6 +451,59 @@ ResNet20 = functools.partial(ResNet, stage_sizes=(3, 3, 3), stage_widths=(16, 32
 ResNet18 = functools.partial(
     ResNet, stage_sizes=(2, 2, 2, 2), stage_widths=(64, 128, 256, 512)
 )
+
+
+class BatchParts(nn.Module):
+    """Runs ``module`` on ``parts`` slices of the batch and concatenates the outputs.
+
+    The slices' forward and backward passes are independent programs, which
+    XLA:CPU runs on different cores at once (its ops on small convs and
+    matmuls use one core each): a LeNet-5 training step on 2 cores is about
+    1.2x faster with ``parts=2``. The outputs, and so the loss and the
+    gradients, equal ``module``'s (float32 rounding: a gradient is summed
+    per slice); the params tree is ``module``'s own (``nn.share_scope``), so
+    masks, checkpoints and criteria see the same names.
+
+    Where splitting would change the result, the batch runs whole: in
+    training mode a module with model state (BatchNorm batch statistics)
+    runs unsplit, since each slice would be normalised by its own
+    statistics. A batch smaller than ``parts`` gets one slice per example.
+    On GPU and TPU leave models unwrapped: one batched program is the fast
+    one there.
+
+    Attributes:
+        module: Any Linen classifier ``__call__(x)`` or ``__call__(x, *, train)``
+            whose outputs are per example (``[B, ...]``).
+        parts: How many slices (>= 1); near-equal sizes when it does not
+            divide the batch.
+
+    Example:
+        >>> twin = models.BatchParts(models.get_model("lenet5", batch_minor=True))
+        >>> logits = twin.apply({"params": params}, images)  # LeNet-5's logits
+    """
+
+    module: nn.Module
+    parts: int = 2
+
+    def setup(self) -> None:
+        if not is_int(self.parts) or self.parts < 1:
+            raise ValueError(
+                f"BatchParts.parts must be a positive int, got {self.parts!r}; "
+                "2 suits a 2-core CPU."
+            )
+        nn.share_scope(self, self.module)
+
+    def __call__(self, x: jax.Array, *, train: bool = False) -> Any:
+        """``module(x)`` (with ``train`` where it takes it), computed per slice."""
+        kwargs = _train_kwargs(self.module, train)
+        stateful = train and any(c != "params" for c in self.variables)
+        parts = 1 if stateful else min(self.parts, x.shape[0])
+        if parts == 1:
+            return self.module(x, **kwargs)
+        bounds = [x.shape[0] * i // parts for i in range(parts + 1)]
+        outs = [self.module(x[a:b], **kwargs) for a, b in itertools.pairwise(bounds)]
+        return jax.tree.map(lambda *o: jnp.concatenate(o), *outs)
+
 
 MODELS: Mapping[str, Callable[..., nn.Module]] = _names.NameTable(
     "model",

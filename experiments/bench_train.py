@@ -9,16 +9,17 @@ Conv-2/4/6 take minutes per epoch here, so time them on ``--num-train 1280``):
 For each model it times full training epochs of the jitted masked epoch program
 on Fashion-MNIST (60,000 images, batch 128, SGD momentum 0.9), for every way
 the model can be built (conv models: plain ``nn.Conv``, ``fast_conv_grad`` and
-``batch_minor``, see ``autosparse_jax/conv.py``), counts the FLOPs of one train
-step with XLA's cost analysis (the plain model's step for every variant: the
-same useful work), and divides by a 2048^3 float32 matmul's GFLOP/s measured in
-the same run. When PyTorch is installed (``pip install -e
-'.[bench]'``, never a dependency of the package) it also times the same masked
-SGD loop in plain PyTorch (``experiments/torch_peer.py``) and prints each JAX
-variant's speed relative to it. After one warm-up epoch each, the timed epochs
-interleave (one epoch of every loop per round; medians reported), so the ratios
-are measured side by side even on a noisy shared machine. ``--generated`` times
-on random data of Fashion-MNIST's shape (no dataset needed).
+``batch_minor``, see ``autosparse_jax/conv.py``, and ``batch_parts``:
+``batch_minor`` on two batch slices at once, ``models.BatchParts``), counts the
+FLOPs of one train step with XLA's cost analysis (the plain model's step for
+every variant: the same useful work), and divides by a 2048^3 float32
+matmul's GFLOP/s measured in the same run. When PyTorch is installed (``pip
+install -e '.[bench]'``, never a dependency of the package) it also times the
+same masked SGD loop in plain PyTorch (``experiments/torch_peer.py``) and prints
+each JAX variant's speed relative to it. After one warm-up epoch each, the
+timed epochs interleave (one epoch of every loop per round; medians reported),
+so the ratios are measured side by side even on a noisy shared machine.
+``--generated`` times on random data of Fashion-MNIST's shape (no dataset needed).
 """
 
 import argparse
@@ -55,11 +56,13 @@ def _step_flops(model, optimizer, state, batch, preprocess) -> float:
     return float(cost["flops"])
 
 
-# The ways a model can be built for training, as ``get_model`` keyword arguments.
+# The ways a model can be built for training: ``get_model`` options, and how
+# many batch slices run at once (``models.BatchParts``; 1: the batch whole).
 VARIANTS = {
-    "plain": {},
-    "fast_conv_grad": {"fast_conv_grad": True},
-    "batch_minor": {"batch_minor": True},
+    "plain": ({}, 1),
+    "fast_conv_grad": ({"fast_conv_grad": True}, 1),
+    "batch_minor": ({"batch_minor": True}, 1),
+    "batch_parts": ({"batch_minor": True}, 2),
 }
 
 
@@ -68,7 +71,14 @@ def variants_of(name: str) -> list[str]:
     module = models.get_model(name, num_classes=10)
     if isinstance(module, models.MLP):
         return ["plain"]
-    return [v for v in VARIANTS if all(hasattr(module, f) for f in VARIANTS[v])]
+    return [v for v in VARIANTS if all(hasattr(module, f) for f in VARIANTS[v][0])]
+
+
+def build_variant(name: str, variant: str, num_classes: int):
+    """Model ``name`` built the ``VARIANTS[variant]`` way."""
+    options, parts = VARIANTS[variant]
+    model = models.get_model(name, num_classes=num_classes, **options)
+    return models.BatchParts(model, parts) if parts > 1 else model
 
 
 class _JaxEpoch:
@@ -79,9 +89,7 @@ class _JaxEpoch:
 
     def __init__(self, name, variant, dataset, device_data, *, batch_size):
         info = data.DATASETS["fashion_mnist"]
-        model = models.get_model(
-            name, num_classes=info.num_classes, **VARIANTS[variant]
-        )
+        model = build_variant(name, variant, info.num_classes)
         params, model_state = models.init_params(
             jax.random.key(0), model, info.input_shape
         )

@@ -121,7 +121,7 @@ class Recipe(NamedTuple):
 
     ``model`` is the plain model (for criteria and ``make_apply_fn``); the epoch
     and evaluation programs train ``trained_model``, its fastest twin on CPU
-    (``cpu_twin_options``: same params and gradients; the plain model
+    (``cpu_twin``: same params and gradients; the plain model
     elsewhere), which IRP's round program trains too.
     """
 
@@ -155,19 +155,22 @@ def make_recipe(config: ml_collections.ConfigDict, num_train: int) -> Recipe:
     return _RECIPES[key]
 
 
-def cpu_twin_options(model: Any) -> dict[str, bool]:
-    """``get_model`` options of ``model``'s fastest training twin on this backend.
+def cpu_twin(model: Any) -> Any:
+    """``model``'s fastest training twin on this backend.
 
-    On XLA:CPU: ``batch_minor`` where the model has it (LeNet-5, Conv-2/4/6,
-    the ResNets), else ``fast_conv_grad`` (canonical-layout conv gradients:
-    the VGGs). Elsewhere none: XLA's native convolution. Same params, outputs
-    and gradients either way (float32 rounding).
+    On XLA:CPU: its ``batch_minor`` twin where the model has one (LeNet-5,
+    Conv-2/4/6, the ResNets), run on two batch slices at once
+    (``models.BatchParts``; train-mode BatchNorm runs the batch whole), else
+    its ``fast_conv_grad`` twin (canonical-layout conv gradients: the VGGs;
+    MLPs accept and ignore it). Elsewhere ``model`` itself: XLA's native
+    convolution. Same params, outputs and gradients either way (float32
+    rounding).
     """
     if jax.default_backend() != "cpu":
-        return {}
+        return model
     if hasattr(model, "batch_minor"):
-        return {"batch_minor": True}
-    return {"fast_conv_grad": True}
+        return models.BatchParts(model.clone(batch_minor=True))
+    return model.clone(fast_conv_grad=True)
 
 
 def _check_train_config(tc: ml_collections.ConfigDict) -> None:
@@ -184,9 +187,7 @@ def _build_recipe(config: ml_collections.ConfigDict, num_train: int) -> Recipe:
     _check_train_config(config.train)
     info = data.DATASETS[config.dataset]
     model = models.get_model(config.model, num_classes=info.num_classes)
-    trained = models.get_model(
-        config.model, num_classes=info.num_classes, **cpu_twin_options(model)
-    )
+    trained = cpu_twin(model)
     tc = config.train
     optimizer = make_optimizer(tc, num_train // tc.batch_size)
     preprocess = data.preprocess_config(config.dataset)

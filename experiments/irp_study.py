@@ -8,7 +8,7 @@ its arguments and returns an ``IRPStudy``.
 keys (the first three as in ``common.make_target``, so at equal recipes the
 dense and random rows repeat the PaI baselines'). ``irp.irp`` runs
 ``IRPConfig(**config.irp)`` with the config's one training recipe
-(``common.make_recipe``; on CPU the model's fastest twin, ``common.cpu_twin_options``),
+(``common.make_recipe``; on CPU the model's fastest twin, ``common.cpu_twin``),
 checkpointing every round to ``<workdir>/checkpoints``: running again on the
 same work directory continues after the last complete round. Then dense and
 random masks (at ``config.baselines.random_sparsities``, as the PaI baselines

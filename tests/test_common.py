@@ -2,8 +2,10 @@
 
 import json
 
+import jax
 import pytest
 
+from autosparse_jax import models
 from experiments import common
 
 PAI = "experiments/configs/pai_fmnist_lenet300.py"
@@ -47,3 +49,15 @@ def test_loaded_config_is_locked_but_its_fields_can_be_overridden():
     assert config.train.learning_rate == 0.5
     with pytest.raises(AttributeError, match="learnig_rate"):
         config.train.learnig_rate = 0.1
+
+
+def test_cpu_twin_is_the_fastest_same_params_build_on_cpu():
+    assert jax.default_backend() == "cpu"  # the test machine's backend
+    lenet5 = models.get_model("lenet5", num_classes=7)
+    twin = common.cpu_twin(lenet5)
+    assert isinstance(twin, models.BatchParts) and twin.parts == 2
+    assert twin.module == lenet5.clone(batch_minor=True)
+    vgg = common.cpu_twin(models.get_model("vgg11_bn", num_classes=7))
+    assert vgg == models.get_model("vgg11_bn", num_classes=7, fast_conv_grad=True)
+    recipe = common.make_recipe(common.load_config(PAI, quick=True), 2000)
+    assert recipe.trained_model == recipe.model.clone(fast_conv_grad=True)

@@ -200,20 +200,32 @@ def test_gpu_check_times_one_round_on_generated_data(tmp_path, capsys):
 
 
 @pytest.mark.slow
+def test_bench_train_builds_only_the_variants_a_model_has():
+    assert bench_train.variants_of("lenet300_100") == ["plain"]
+    assert bench_train.variants_of("vgg11") == ["plain", "fast_conv_grad"]
+    assert bench_train.variants_of("lenet5") == list(bench_train.VARIANTS)
+    twin = bench_train.build_variant("lenet5", "batch_parts", 10)
+    assert isinstance(twin, models.BatchParts) and twin.parts == 2
+    assert twin.module.batch_minor and twin.module.num_classes == 10
+    assert bench_train.build_variant("lenet5", "batch_minor", 10).batch_minor
+
+
 def test_bench_train_times_the_chosen_variants_once_compiled(tmp_path, capsys):
     out_json = tmp_path / "bench.json"
     bench_train.main(
         ["--generated", "--num-train", "256", "--epochs", "1", "--batch-size", "64",
-         "--models", "lenet5", "--variants", "plain", "batch_minor",
+         "--models", "lenet5", "--variants", "plain", "batch_minor", "batch_parts",
          "--json", str(out_json)]
     )  # fmt: skip
     rows = json.loads(out_json.read_text())
     assert [(r["model"], r["variant"]) for r in rows] == [
         ("lenet5", "plain"),
         ("lenet5", "batch_minor"),
+        ("lenet5", "batch_parts"),
     ]
-    # Both credited with the plain step's FLOPs (the tiled convs multiply zeros).
-    assert rows[0]["mflop_per_step"] == rows[1]["mflop_per_step"] > 0
+    # All credited with the plain step's FLOPs (the tiled convs multiply zeros).
+    assert rows[0]["mflop_per_step"] == rows[2]["mflop_per_step"] > 0
+    assert rows[1]["mflop_per_step"] == rows[2]["mflop_per_step"]
     for row in rows:
         assert row["compiles"] == 1 and row["steps_per_epoch"] == 4
         assert row["epoch_s"] > 0 and 0 < row["ratio_to_matmul"]

@@ -404,3 +404,94 @@ def test_apply_model_passes_train_only_when_accepted(key):
     )
     np.testing.assert_array_equal(logits, sequential.apply(variables, x))
     assert dict(updates) == {}
+
+
+def _slice_sizes(model, variables, x, **kwargs):
+    """Outputs of ``model`` and the batch sizes its inner module was called on."""
+    sizes = []
+
+    def record(next_fun, args, kwargs_, context):
+        parent = context.module.parent
+        if context.method_name == "__call__" and isinstance(parent, models.BatchParts):
+            sizes.append(args[0].shape[0])
+        return next_fun(*args, **kwargs_)
+
+    with nn.intercept_methods(record):
+        out = models.apply_model(model, variables, x, **kwargs)
+    return out, sizes
+
+
+@pytest.mark.parametrize(
+    "inner",
+    [
+        models.LeNet5(batch_minor=True),
+        models.LeNet5BN(batch_minor=True),
+        models.LeNet300_100(),
+        _NoTrainArg(),
+        _TrainScales(),
+    ],
+    ids=lambda m: type(m).__name__ + ("_bn" if getattr(m, "batch_norm", 0) else ""),
+)
+def test_batch_parts_gives_the_modules_params_outputs_and_gradients(inner):
+    wrapped = models.BatchParts(inner, parts=2)
+    params, state = _init(jax.random.key(0), inner, (28, 28, 1))
+    wrapped_params, wrapped_state = _init(jax.random.key(0), wrapped, (28, 28, 1))
+    chex.assert_trees_all_equal((wrapped_params, wrapped_state), (params, state))
+    x = jax.random.normal(jax.random.key(1), (5, 28, 28, 1))  # uneven: 2 + 3
+    variables = {"params": params, **state}
+    expected = models.apply_model(inner, variables, x, train=False)
+    got, sizes = _slice_sizes(wrapped, variables, x, train=False)
+    assert sizes == [2, 3]
+    _assert_close_on_scale(got, expected)
+
+    def grad(model):
+        apply_fn = models.make_apply_fn(model, state, train=True)
+        loss = lambda p: (apply_fn(p, x) ** 2).sum()  # noqa: E731
+        return jax.jit(jax.grad(loss), compiler_options=_FAST)(params)
+
+    expected_grads = grad(inner)
+    if state:  # train-mode BatchNorm: the batch runs whole, so all is exact
+        chex.assert_trees_all_equal(grad(wrapped), expected_grads)
+        train_kwargs = {"train": True, "mutable": ["batch_stats"]}
+        got, sizes = _slice_sizes(wrapped, variables, x, **train_kwargs)
+        assert sizes == [5]
+        expected = models.apply_model(inner, variables, x, **train_kwargs)
+        chex.assert_trees_all_equal(got, expected)
+    else:
+        _assert_close_on_scale(grad(wrapped), expected_grads)
+
+
+def test_batch_parts_passes_train_and_splits_at_most_per_example(key):
+    scales = _TrainScales()
+    wrapped = models.BatchParts(scales, parts=3)
+    variables = scales.init(key, _images(key, 1, (4, 4, 1)))
+    x = _images(key, 2, (4, 4, 1))
+    for training, factor in ((False, 1.0), (True, 2.0)):
+        got, sizes = _slice_sizes(wrapped, variables, x, train=training)
+        assert sizes == [1, 1]
+        np.testing.assert_allclose(got, factor * scales.apply(variables, x), 1e-6)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, "2"])
+def test_batch_parts_rejects_bad_parts(key, bad):
+    with pytest.raises(ValueError, match="BatchParts.parts must be a positive int"):
+        models.init_params(key, models.BatchParts(_NoTrainArg(), parts=bad), (4, 4, 1))
+
+
+def test_batch_parts_epoch_compiles_once_and_trains_like_the_module():
+    optimizer = train.sgd(0.01, momentum=0.9)
+    inner = models.LeNet5(batch_minor=True)
+    params, state = _init(jax.random.key(0), inner, (28, 28, 1))
+    images = jax.random.normal(jax.random.key(2), (8, 28, 28, 1))
+    batches = {"image": images, "label": jnp.arange(8) % 10}
+    finals = []
+    for model in (inner, models.BatchParts(inner)):
+        epoch = train.make_train_epoch(model, optimizer, batch_size=4)
+        train_state = train.init_train_state(
+            params, masks.dense_mask(params), optimizer, state
+        )
+        for epoch_index in range(2):
+            train_state, _ = epoch(train_state, batches, jax.random.key(3), epoch_index)
+        assert epoch._cache_size() == 1
+        finals.append(train_state.params)
+    _assert_close_on_scale(*finals, rel=1e-4)
