@@ -459,10 +459,11 @@ class BatchParts(nn.Module):
     The slices' forward and backward passes are independent programs, which
     XLA:CPU runs on different cores at once (its ops on small convs and
     matmuls use one core each): a LeNet-5 training epoch on 2 cores ran
-    1.03-1.28x faster with ``parts=2`` in four side-by-side runs. The outputs, and so the loss and the
-    gradients, equal ``module``'s (float32 rounding: a gradient is summed
-    per slice); the params tree is ``module``'s own (``nn.share_scope``), so
-    masks, checkpoints and criteria see the same names.
+    1.03-1.28x faster with ``parts=2`` in four side-by-side runs. The
+    outputs, and so the loss and the gradients, equal ``module``'s (float32
+    rounding: a gradient is summed per slice); the params tree is
+    ``module``'s own (``nn.share_scope``), so masks, checkpoints and
+    criteria see the same names.
 
     Where splitting would change the result, the batch runs whole: in
     training mode a module with model state (BatchNorm batch statistics)
