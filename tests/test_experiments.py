@@ -199,7 +199,6 @@ def test_gpu_check_times_one_round_on_generated_data(tmp_path, capsys):
     assert "a round of the config's 160 epochs: about" in out
 
 
-@pytest.mark.slow
 def test_bench_train_builds_only_the_variants_a_model_has():
     assert bench_train.variants_of("lenet300_100") == ["plain"]
     assert bench_train.variants_of("vgg11") == ["plain", "fast_conv_grad"]
@@ -210,6 +209,7 @@ def test_bench_train_builds_only_the_variants_a_model_has():
     assert bench_train.build_variant("lenet5", "batch_minor", 10).batch_minor
 
 
+@pytest.mark.slow
 def test_bench_train_times_the_chosen_variants_once_compiled(tmp_path, capsys):
     out_json = tmp_path / "bench.json"
     bench_train.main(
